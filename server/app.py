@@ -1,0 +1,48 @@
+"""Build the MCP server: the composition root, the one module below which ``mcp`` meets the core."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+import httpx
+from mcp.server.mcpserver import MCPServer
+
+from server import __version__
+from server.catalog import load_catalog
+from server.core import Core, open_core
+from server.settings import Settings
+
+INSTRUCTIONS = (
+    "Turns a still image into a short video with Wan 2.x models. Per model: <model>_estimate_cost "
+    "(free) and <model>_generate_video (costs money). A generate call waits up to wait_seconds, then "
+    "returns job_id and status; call get_result(job_id) until status is completed (video_url, "
+    "local_path) or failed (error). Never call generate again just because a call returned early."
+)
+
+
+def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> MCPServer[Core]:
+    """An ``MCPServer`` with a tool pair per enabled model, ``get_result`` and the job resources.
+
+    ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
+    """
+    from tools import build_tools
+    from tools.resources import register_resources
+
+    models = list(load_catalog().select(settings.models))
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Core]) -> AsyncGenerator[Core]:
+        async with open_core(settings, transport=transport) as core:
+            yield core
+
+    server: MCPServer[Core] = MCPServer(
+        name="wan-video-mcp",
+        title="Wan image-to-video",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=build_tools(models, settings),
+        lifespan=lifespan,
+    )
+    register_resources(server)
+    return server

@@ -1,0 +1,258 @@
+"""The model catalog: models.toml loaded into typed, checked entries.
+
+A model is data. Its tool's JSON Schema (``schema.py``), its argument validation
+(``params.py``), the provider request body and its price (``pricing.py``) are all derived from
+its entry here; nothing elsewhere branches on a model's slug.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from server.errors import ConfigError
+
+ParamKind = Literal["image", "text", "int", "number", "choice", "bool", "loras"]
+ProviderName = Literal["wavespeed", "vtrix"]
+Scalar = int | float | str | bool
+
+LORA_SCALE_MIN = 0.0
+LORA_SCALE_MAX = 4.0
+
+_DEFAULT_HELP: dict[str, str] = {
+    "image": "First frame: an https:// URL, a data: URI, or a local file path.",
+    "prompt": "What should happen: subject, motion, camera, lighting.",
+    "negative_prompt": "What to avoid (e.g. text, watermark, distortion).",
+    "duration": "Video length in seconds.",
+    "resolution": "Output resolution.",
+    "seed": "-1 for random; a fixed value for a repeatable take.",
+    "num_inference_steps": "Denoising steps: more is slower, often sharper.",
+    "guidance_scale": "How strictly to follow the prompt.",
+    "flow_shift": "Timestep shift of the flow-matching schedule.",
+    "watermark": "Add the provider's watermark in the lower-right corner.",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ParamSpec(_Frozen):
+    """One documented parameter of a model."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: ParamKind
+    target: str | None = None
+    required: bool = False
+    default: Scalar | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Scalar, ...] | None = None
+    max_length: int | None = Field(default=None, gt=0)
+    max_items: int | None = Field(default=None, gt=0)
+    omit: tuple[Scalar, ...] = ()
+    priced: bool = False
+    help: str | None = None
+
+    @property
+    def body_path(self) -> tuple[str, ...]:
+        return tuple((self.target or self.name).split("."))
+
+    @property
+    def description(self) -> str:
+        return self.help or _DEFAULT_HELP.get(self.name, self.name.replace("_", " ").capitalize() + ".")
+
+    def allowed(self) -> str:
+        """The allowed values in words, for error messages."""
+        if self.choices is not None:
+            return "one of " + ", ".join(_show(c) for c in self.choices)
+        if self.kind in ("int", "number") and self.min is not None and self.max is not None:
+            kind = "an integer" if self.kind == "int" else "a number"
+            return f"{kind} from {_show(self.min)} to {_show(self.max)}"
+        if self.kind == "text" and self.max_length is not None:
+            return f"text of at most {self.max_length} characters"
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "loras":
+            return (
+                f"a list of at most {self.max_items} objects {{path: string, scale: "
+                f"{_show(LORA_SCALE_MIN)}-{_show(LORA_SCALE_MAX)}}}"
+            )
+        if self.kind == "image":
+            return "an https:// URL, a data: URI or a local file path"
+        return "text"
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"{self.name}: a choice needs choices")
+        if self.kind in ("int", "number") and (self.min is None or self.max is None or self.min > self.max):
+            raise ValueError(f"{self.name}: a numeric parameter needs min <= max")
+        if self.kind == "loras" and self.max_items is None:
+            raise ValueError(f"{self.name}: a LoRA list needs max_items")
+        if self.required and self.default is not None:
+            raise ValueError(f"{self.name}: a required parameter has no default")
+        if self.default is not None and not self.accepts(self.default):
+            raise ValueError(f"{self.name}: default {self.default!r} is outside its own range")
+        return self
+
+    def accepts(self, value: Scalar) -> bool:
+        """Whether a scalar default is within this parameter's documented range."""
+        if self.choices is not None:
+            return value in self.choices and type(value) in {type(c) for c in self.choices}
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind in ("int", "number"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return False
+            if self.kind == "int" and not isinstance(value, int):
+                return False
+            low = self.min if self.min is not None else value
+            high = self.max if self.max is not None else value
+            return low <= value <= high
+        return isinstance(value, str)
+
+
+class PriceRow(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    usd: float = Field(ge=0)
+
+
+class PriceSpec(_Frozen):
+    """How a model is priced. ``verified`` is true only for figures from the seed's own table."""
+
+    kind: Literal["per_second", "table"]
+    per_second: float | None = Field(default=None, ge=0)
+    min_seconds: float = 0
+    keys: tuple[str, ...] = ()
+    rows: tuple[PriceRow, ...] = ()
+    verified: bool
+    quote: bool = False
+    basis: str
+
+
+class ModelSpec(_Frozen):
+    """One model: where it lives, its parameters and its price."""
+
+    slug: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str
+    provider: ProviderName
+    model_id: str
+    doc: str
+    blurb: str
+    typical_seconds: float = Field(gt=0)
+    body: dict[str, str] = Field(default_factory=dict[str, str])
+    param: tuple[ParamSpec, ...]
+    price: PriceSpec
+
+    @property
+    def params(self) -> Mapping[str, ParamSpec]:
+        return {p.name: p for p in self.param}
+
+    @property
+    def priced_params(self) -> tuple[ParamSpec, ...]:
+        return tuple(p for p in self.param if p.priced)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        names = [p.name for p in self.param]
+        if len(names) != len(set(names)):
+            raise ValueError(f"{self.slug}: duplicate parameter names")
+        if "image" not in names or not self.params["image"].required:
+            raise ValueError(f"{self.slug}: every model takes a required image")
+        if any(p.name == "wait_seconds" for p in self.param):
+            raise ValueError(f"{self.slug}: wait_seconds is the server's own parameter")
+        targets = [p.body_path for p in self.param]
+        if len(targets) != len(set(targets)):
+            raise ValueError(f"{self.slug}: two parameters share a body target")
+        price = self.price
+        if price.kind == "per_second" and (price.per_second is None or "duration" not in names):
+            raise ValueError(f"{self.slug}: per-second pricing needs per_second and a duration parameter")
+        if price.kind == "table":
+            self._check_table(price)
+        return self
+
+    def _check_table(self, price: PriceSpec) -> None:
+        """Every combination the schema allows must have exactly one price row."""
+        params = self.params
+        for key in price.keys:
+            spec = params.get(key)
+            if spec is None or spec.choices is None or not spec.priced:
+                raise ValueError(f"{self.slug}: price key {key} must be a priced choice parameter")
+        seen: set[tuple[Any, ...]] = set()
+        for row in price.rows:
+            extra = row.model_extra or {}
+            combo = tuple(extra.get(k) for k in price.keys)
+            for key, value in zip(price.keys, combo, strict=True):
+                choices = params[key].choices or ()
+                if value not in choices:
+                    raise ValueError(f"{self.slug}: price row {key}={value!r} is not an allowed value")
+            seen.add(combo)
+        expected = 1
+        for key in price.keys:
+            expected *= len(params[key].choices or ())
+        if len(seen) != expected or len(price.rows) != expected:
+            raise ValueError(f"{self.slug}: the price table must cover every allowed combination once")
+
+
+class Catalog(_Frozen):
+    """All known models, in catalog order."""
+
+    model: tuple[ModelSpec, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> Catalog:
+        slugs = [m.slug for m in self.model]
+        if len(slugs) != len(set(slugs)):
+            raise ValueError("duplicate model slugs")
+        return self
+
+    @property
+    def slugs(self) -> tuple[str, ...]:
+        return tuple(m.slug for m in self.model)
+
+    def get(self, slug: str) -> ModelSpec:
+        for spec in self.model:
+            if spec.slug == slug:
+                return spec
+        raise KeyError(slug)
+
+    def select(self, slugs: tuple[str, ...] | None) -> tuple[ModelSpec, ...]:
+        """The models named in ``WAN_MCP_MODELS`` (all of them when None), checked."""
+        if slugs is None:
+            return self.model
+        unknown = [s for s in slugs if s not in self.slugs]
+        if unknown:
+            raise ConfigError(
+                f"WAN_MCP_MODELS names unknown model(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(self.slugs)}."
+            )
+        return tuple(m for m in self.model if m.slug in slugs)
+
+
+def parse_catalog(text: str) -> Catalog:
+    """Parse and check a catalog document (TOML)."""
+    try:
+        return Catalog.model_validate(tomllib.loads(text))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ConfigError(f"The model catalog is invalid: {exc}") from exc
+
+
+@cache
+def load_catalog() -> Catalog:
+    """The catalog shipped with the package."""
+    return parse_catalog(resources.files("server.catalog").joinpath("models.toml").read_text("utf-8"))
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)

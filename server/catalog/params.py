@@ -1,0 +1,225 @@
+"""Arguments of a model: their JSON Schema, their validation and the provider request body.
+
+The schema is written out by hand from the catalog entry (compact, and exactly the documented
+bounds); validation is a pydantic model generated from the same entry, whose errors are turned
+into messages that name the parameter, its allowed values and what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal, cast
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import ErrorDetails
+
+from server.catalog import LORA_SCALE_MAX, LORA_SCALE_MIN, ModelSpec, ParamSpec
+from server.errors import InvalidRequest
+
+JsonSchema = dict[str, Any]
+NOTHING_SENT = "Nothing was sent and nothing was charged."
+
+
+def _reject_bool(value: object) -> object:
+    # JSON true/false must not pass as 1/0 for a numeric parameter.
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+class Lora(BaseModel):
+    """One LoRA to apply."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Annotated[str, Field(min_length=1)]
+    scale: Annotated[
+        float,
+        Field(ge=LORA_SCALE_MIN, le=LORA_SCALE_MAX, allow_inf_nan=False),
+        BeforeValidator(_reject_bool),
+    ]
+
+
+def _field_type(spec: ParamSpec) -> Any:
+    match spec.kind:
+        case "image":
+            return Annotated[str, Field(min_length=1)]
+        case "text":
+            return Annotated[str, Field(max_length=spec.max_length)]
+        case "int":
+            return Annotated[int, Field(ge=spec.min, le=spec.max), BeforeValidator(_reject_bool)]
+        case "number":
+            return Annotated[
+                float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False), BeforeValidator(_reject_bool)
+            ]
+        case "choice":
+            return Literal[tuple(spec.choices or ())]
+        case "bool":
+            return bool
+        case "loras":
+            return Annotated[list[Lora], Field(max_length=spec.max_items)]
+
+
+def _arguments_model(spec: ModelSpec, params: Iterable[ParamSpec], name: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for param in params:
+        annotation = _field_type(param)
+        if param.required:
+            fields[param.name] = (annotation, ...)
+        else:
+            fields[param.name] = (annotation | None, param.default)
+    return create_model(f"{spec.slug}_{name}", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+_MODELS: dict[tuple[str, str], type[BaseModel]] = {}
+
+
+def _generate_model(spec: ModelSpec) -> type[BaseModel]:
+    key = (spec.slug, "generate")
+    if key not in _MODELS:
+        _MODELS[key] = _arguments_model(spec, spec.param, "generate")
+    return _MODELS[key]
+
+
+def _estimate_model(spec: ModelSpec) -> type[BaseModel]:
+    key = (spec.slug, "estimate")
+    if key not in _MODELS:
+        _MODELS[key] = _arguments_model(spec, spec.priced_params, "estimate")
+    return _MODELS[key]
+
+
+def validate_generate(spec: ModelSpec, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Check generate arguments against the documented ranges; fill in the defaults.
+
+    Raises:
+        InvalidRequest: naming every refused parameter and its allowed values.
+    """
+    return _validate(spec, _generate_model(spec), arguments, spec.params)
+
+
+def validate_estimate(spec: ModelSpec, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the price-relevant arguments of an estimate; fill in the defaults."""
+    return _validate(spec, _estimate_model(spec), arguments, {p.name: p for p in spec.priced_params})
+
+
+def _validate(
+    spec: ModelSpec, model: type[BaseModel], arguments: Mapping[str, Any], params: Mapping[str, ParamSpec]
+) -> dict[str, Any]:
+    try:
+        parsed = model.model_validate(dict(arguments))
+    except ValidationError as exc:
+        problems = [_explain(error, params) for error in exc.errors(include_url=False)]
+        unique = list(dict.fromkeys(problems))
+        raise InvalidRequest(f"{spec.slug}: " + " ".join(unique) + f" {NOTHING_SENT}") from None
+    return {name: getattr(parsed, name) for name in params}
+
+
+def _explain(error: ErrorDetails, params: Mapping[str, ParamSpec]) -> str:
+    loc = error["loc"]
+    name = str(loc[0]) if loc else "arguments"
+    spec = params.get(name)
+    if error["type"] == "extra_forbidden" or spec is None:
+        return f"Unknown parameter '{name}'; this tool accepts: {', '.join(params)}."
+    if error["type"] == "missing":
+        return f"'{name}' is required: {spec.description}"
+    where = name + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+    got = _short(error.get("input"))
+    if spec.kind == "loras" and len(loc) > 1:
+        return f"'{where}' is invalid ({error['msg']}); each LoRA is {{path: string, scale: 0-4}}."
+    if spec.kind == "loras" and error["type"] == "too_long":
+        return f"'{name}' has too many items; it takes at most {spec.max_items}."
+    if spec.kind == "text" and error["type"] == "string_too_long":
+        length = len(error["input"]) if isinstance(error["input"], str) else "?"
+        return (
+            f"'{name}' is {length} characters; the limit is {spec.max_length}. Shorten it (it is never cut)."
+        )
+    return f"'{where}' must be {spec.allowed()}; got {got}."
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def input_schema(
+    spec: ModelSpec, params: Iterable[ParamSpec], extra: Mapping[str, JsonSchema] | None = None
+) -> JsonSchema:
+    """The tool's ``inputSchema``: every documented bound, nothing else."""
+    properties: dict[str, JsonSchema] = {}
+    required: list[str] = []
+    for param in params:
+        properties[param.name] = _param_schema(param)
+        if param.required:
+            required.append(param.name)
+    properties.update(extra or {})
+    schema: JsonSchema = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _param_schema(param: ParamSpec) -> JsonSchema:
+    out: JsonSchema = {}
+    match param.kind:
+        case "image":
+            out = {"type": "string", "minLength": 1}
+        case "text":
+            out = {"type": "string"}
+            if param.max_length is not None:
+                out["maxLength"] = param.max_length
+        case "int" | "number":
+            out = {"type": "integer" if param.kind == "int" else "number", "minimum": param.min}
+            out["maximum"] = param.max
+            if param.kind == "int":
+                out = {k: int(v) if isinstance(v, float) else v for k, v in out.items()}
+        case "choice":
+            choices = list(param.choices or ())
+            out = {"type": "integer" if isinstance(choices[0], int) else "string", "enum": choices}
+        case "bool":
+            out = {"type": "boolean"}
+        case "loras":
+            out = {
+                "type": "array",
+                "maxItems": param.max_items,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "path": {"type": "string", "minLength": 1},
+                        "scale": {"type": "number", "minimum": LORA_SCALE_MIN, "maximum": LORA_SCALE_MAX},
+                    },
+                    "required": ["path", "scale"],
+                    "additionalProperties": False,
+                },
+            }
+    if param.default is not None:
+        out["default"] = param.default
+    out["description"] = param.description
+    return out
+
+
+def build_body(spec: ModelSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The provider's JSON body: each value placed at its documented path.
+
+    ``values`` are validated arguments whose image parameters already hold what the provider
+    takes (URL or data URI). ``None`` and each parameter's ``omit`` values are left out.
+    """
+    body: dict[str, Any] = dict(spec.body)
+    for param in spec.param:
+        value = values.get(param.name)
+        if value is None or any(value == o and type(value) is type(o) for o in param.omit):
+            continue
+        if isinstance(value, list):
+            value = [v.model_dump() if isinstance(v, BaseModel) else v for v in cast(list[Any], value)]
+        node = body
+        *parents, leaf = param.body_path
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return body

@@ -1,0 +1,182 @@
+"""The server core the MCP tools call: estimate, generate, get a result, list jobs.
+
+``open_core`` owns every long-lived resource (HTTP client, journal, task group of pollers and,
+in sandbox mode, the provider emulator) and closes them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+from pydantic import SecretStr
+
+from server.catalog import ModelSpec, load_catalog
+from server.catalog.params import build_body, validate_estimate, validate_generate
+from server.catalog.pricing import Estimate, catalog_price, round_usd
+from server.errors import InvalidRequest, ProviderError, WanMcpError
+from server.jobs.runner import JobRunner, ProgressCallback
+from server.jobs.store import Job, JobStore
+from server.media import MediaService
+from server.providers import build_providers
+from server.settings import MAX_WAIT_SECONDS, Settings
+
+log = logging.getLogger("wan_video_mcp")
+
+SANDBOX_KEY = "sandbox-key"
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateResult:
+    """A price and what it is based on."""
+
+    model: str
+    estimate: Estimate
+    parameters: dict[str, Any]
+    note: str | None = None
+
+
+class Core:
+    """What the tools call. Built by ``open_core``."""
+
+    def __init__(self, settings: Settings, models: Mapping[str, ModelSpec], runner: JobRunner) -> None:
+        self.settings = settings
+        self.models = dict(models)
+        self.runner = runner
+
+    @property
+    def store(self) -> JobStore:
+        return self.runner.store
+
+    def model(self, slug: str) -> ModelSpec:
+        try:
+            return self.models[slug]
+        except KeyError:
+            raise InvalidRequest(
+                f"The model '{slug}' is not enabled on this server; enabled: {', '.join(self.models)}."
+            ) from None
+
+    async def estimate(self, spec: ModelSpec, arguments: Mapping[str, Any]) -> EstimateResult:
+        """The price of one job with these arguments, and where the figure comes from."""
+        values = validate_estimate(spec, arguments)
+        estimate = catalog_price(spec, values)
+        note = None
+        provider = self.runner.provider_for(spec)
+        if spec.price.quote and self._has_key(spec):
+            try:
+                quoted = await provider.quote(spec, build_body(spec, values))
+            except ProviderError as exc:
+                note = f"The provider's quote was unavailable ({exc}); this is the catalog's estimate."
+            else:
+                if quoted is not None:
+                    estimate = Estimate(
+                        usd=round_usd(quoted),
+                        source="provider_quote",
+                        basis=f"{spec.provider}'s own quote for these parameters",
+                    )
+        return EstimateResult(model=spec.slug, estimate=estimate, parameters=values, note=note)
+
+    def _has_key(self, spec: ModelSpec) -> bool:
+        key = self.settings.wavespeed_api_key if spec.provider == "wavespeed" else self.settings.vtrix_api_key
+        return key is not None
+
+    def parse_wait(self, value: Any) -> float:
+        """``wait_seconds`` checked: a number from 0 to the maximum; default when absent."""
+        if value is None:
+            return self.settings.default_wait_seconds
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_WAIT_SECONDS
+        ):
+            raise InvalidRequest(
+                f"'wait_seconds' must be a number from 0 to {MAX_WAIT_SECONDS:.0f}; got {value!r}. "
+                "Nothing was sent and nothing was charged."
+            )
+        return float(value)
+
+    async def generate(
+        self, spec: ModelSpec, arguments: Mapping[str, Any], on_progress: ProgressCallback | None = None
+    ) -> Job:
+        """Validate, price, journal and submit one job, then wait up to ``wait_seconds``."""
+        arguments = dict(arguments)
+        wait = self.parse_wait(arguments.pop("wait_seconds", None))
+        values = validate_generate(spec, arguments)
+        estimate = catalog_price(spec, values)
+        job = await self.runner.submit(spec, values, estimate)
+        if wait <= 0 or not job.is_live:
+            return job
+        return await self.runner.wait(job.id, wait, on_progress)
+
+    async def get_result(
+        self, job_id: str, wait_seconds: float | None, on_progress: ProgressCallback | None = None
+    ) -> Job:
+        """A job's journal row, after waiting up to ``wait_seconds`` for it to end."""
+        wait = self.parse_wait(wait_seconds)
+        job = self.store.get(job_id)
+        if not job.is_live or wait <= 0:
+            self.runner.follow(job)
+            return job
+        return await self.runner.wait(job_id, wait, on_progress)
+
+
+def _sandboxed(settings: Settings, base_url: str) -> Settings:
+    return settings.model_copy(
+        update={
+            "wavespeed_base_url": base_url,
+            "vtrix_base_url": base_url,
+            "wavespeed_api_key": SecretStr(SANDBOX_KEY),
+            "vtrix_api_key": SecretStr(SANDBOX_KEY),
+        }
+    )
+
+
+@asynccontextmanager
+async def open_core(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncGenerator[Core]:
+    """Open the journal, the HTTP client and the pollers' task group; resume live jobs.
+
+    ``transport`` lets tests mount a fake provider in-process (``httpx.ASGITransport``).
+    """
+    models = {m.slug: m for m in load_catalog().select(settings.models)}
+    async with AsyncExitStack() as stack:
+        if settings.sandbox:
+            from server.sandbox import Emulator, serve_emulator
+
+            emulator = Emulator(wavespeed_key=SANDBOX_KEY, vtrix_key=SANDBOX_KEY)
+            base_url = await stack.enter_async_context(serve_emulator(emulator))
+            settings = _sandboxed(settings, base_url)
+            log.info("sandbox: every provider is the built-in emulator at %s", base_url)
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(
+                transport=transport,
+                timeout=httpx.Timeout(settings.http_timeout, connect=10.0),
+                follow_redirects=False,
+                headers={"User-Agent": "wan-video-mcp"},
+            )
+        )
+        store = JobStore(settings.database_path)
+        stack.callback(store.close)
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(task_group.cancel_scope.cancel)
+        runner = JobRunner(
+            settings=settings,
+            store=store,
+            providers=build_providers(settings, client),
+            models=models,
+            media=MediaService(settings, client),
+            task_group=task_group,
+        )
+        resumed = runner.resume()
+        if resumed:
+            log.info("resumed following %d live job(s)", resumed)
+        yield Core(settings, models, runner)
+
+
+__all__ = ["Core", "EstimateResult", "WanMcpError", "open_core"]

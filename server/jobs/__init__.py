@@ -1,0 +1,1 @@
+"""Jobs: the SQLite journal and the runner that submits, polls and wakes waiting calls."""

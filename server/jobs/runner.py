@@ -1,0 +1,330 @@
+"""The job runner: submit once, poll in the background, wake every waiting call.
+
+One poller per live job runs in the server's task group, so a job keeps being followed (and its
+video archived) after the call that started it has returned. Calls that wait on a job sleep on a
+per-job event and send progress as the journal row changes, plus a heartbeat while nothing does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from server.catalog import ModelSpec, ProviderName
+from server.catalog.params import build_body
+from server.catalog.pricing import Estimate
+from server.errors import (
+    AuthError,
+    ConfigError,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    Unavailable,
+)
+from server.jobs.store import Job, JobStore, new_job_id
+from server.media import MediaService
+from server.providers import Provider, ProviderStatus
+from server.providers.http import MaybeSent, backoff
+from server.settings import Settings
+
+log = logging.getLogger("wan_video_mcp.jobs")
+
+ProgressCallback = Callable[[float, str], Awaitable[None]]
+
+
+def request_hash(model: str, params: Mapping[str, Any]) -> str:
+    """A stable fingerprint of one request (model and validated arguments)."""
+    blob = json.dumps({"model": model, "params": params}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def describe_progress(job: Job, spec: ModelSpec | None, now: float) -> tuple[float, str]:
+    """A fraction (0-1) and a readable line for a job's current state."""
+    if job.status == "completed":
+        return 1.0, "done"
+    if job.status == "failed":
+        return 1.0, f"failed: {job.error or 'unknown reason'}"
+    if job.status == "unconfirmed":
+        return 0.0, "submission unconfirmed"
+    if job.provider_job_id is None:
+        return 0.0, "submitting"
+    started = job.started_at or job.submitted_at or job.created_at
+    elapsed = max(now - started, 0.0)
+    if job.status == "queued":
+        return 0.05, f"queued at the provider for {elapsed:.0f} s"
+    if job.raw_status in ("completed", "success", "succeeded", "done"):
+        return 0.97, "finished at the provider; saving the video"
+    if job.progress is not None:
+        fraction = 0.1 + 0.85 * job.progress
+    else:
+        typical = spec.typical_seconds if spec else 60.0
+        fraction = 0.1 + 0.8 * min(elapsed / typical, 1.0)
+    return min(fraction, 0.95), f"running for {elapsed:.0f} s"
+
+
+class JobRunner:
+    """Submits jobs, follows them to the end and lets calls wait on them."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JobStore,
+        providers: Mapping[ProviderName, Provider],
+        models: Mapping[str, ModelSpec],
+        media: MediaService,
+        task_group: TaskGroup,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._providers = providers
+        self._models = models
+        self._media = media
+        self._tg = task_group
+        self._events: dict[str, anyio.Event] = {}
+        self._polling: set[str] = set()
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
+
+    def provider_for(self, spec: ModelSpec) -> Provider:
+        return self._providers[spec.provider]
+
+    # --- change notification -------------------------------------------------------------
+
+    def _event(self, job_id: str) -> anyio.Event:
+        event = self._events.get(job_id)
+        if event is None:
+            event = self._events[job_id] = anyio.Event()
+        return event
+
+    def _changed(self, job_id: str) -> None:
+        event = self._events.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    def _update(self, job_id: str, **changes: Any) -> Job:
+        job = self._store.update(job_id, **changes)
+        self._changed(job_id)
+        return job
+
+    # --- start and resume ---------------------------------------------------------------
+
+    def resume(self) -> int:
+        """After a restart: settle interrupted submits and follow every live job again."""
+        for job in self._store.interrupted_submits():
+            self._update(
+                job.id,
+                status="unconfirmed",
+                submit_state="unknown",
+                error="The server stopped while this job was being submitted; it was not resubmitted.",
+            )
+        live = self._store.live()
+        for job in live:
+            self.follow(job)
+        return len(live)
+
+    def follow(self, job: Job) -> None:
+        """Make sure a live job has a poller in this process."""
+        if job.is_live and job.id not in self._polling:
+            self._polling.add(job.id)
+            self._tg.start_soon(self._poll_loop, job.id, name=f"poll {job.id}")
+
+    # --- submit -------------------------------------------------------------------------
+
+    async def submit(self, spec: ModelSpec, values: Mapping[str, Any], estimate: Estimate) -> Job:
+        """Journal the job, then submit it exactly once.
+
+        The submit runs shielded from the caller's cancellation: a client that gives up
+        mid-request must not leave a job the provider created but the journal doesn't know.
+
+        Raises:
+            ConfigError, InvalidRequest: before anything is written or sent.
+            ProviderError: the provider refused it; the row records the refusal.
+        """
+        provider = self.provider_for(spec)
+        provider.require_key()
+        prepared = await self._media.prepare_images(spec, values)
+        body = build_body(spec, prepared.values)
+        now = time.time()
+        job = self._store.insert(
+            Job(
+                id=new_job_id(spec.slug),
+                model=spec.slug,
+                provider=spec.provider,
+                status="queued",
+                submit_state="pending",
+                params=prepared.journal_values,
+                request_hash=request_hash(spec.slug, prepared.journal_values),
+                created_at=now,
+                updated_at=now,
+                estimate_usd=estimate.usd,
+                estimate_source=estimate.source,
+                sandbox=self._settings.sandbox,
+            )
+        )
+        with anyio.CancelScope(shield=True):
+            job = await self._submit_once(job, provider, spec, body)
+        if job.provider_job_id is not None:
+            log.info("submitted %s as %s/%s", job.id, spec.provider, job.provider_job_id)
+            self.follow(job)
+        return job
+
+    async def _submit_once(self, job: Job, provider: Provider, spec: ModelSpec, body: dict[str, Any]) -> Job:
+        try:
+            submitted = await provider.submit(spec, body)
+        except MaybeSent as exc:
+            log.warning("submit of %s unconfirmed: %s", job.id, exc)
+            return self._update(
+                job.id,
+                status="unconfirmed",
+                submit_state="unknown",
+                error=f"{exc} The job may exist at the provider; it was not resubmitted.",
+            )
+        except ProviderError as exc:
+            self._update(
+                job.id, status="failed", submit_state="refused", error=str(exc), finished_at=time.time()
+            )
+            raise
+        except BaseException as exc:
+            self._update(
+                job.id,
+                status="unconfirmed",
+                submit_state="unknown",
+                error=f"The submit was interrupted ({type(exc).__name__}); it was not resubmitted.",
+            )
+            raise
+        now = time.time()
+        return self._update(
+            job.id,
+            provider_job_id=submitted.provider_job_id,
+            submit_state="accepted",
+            submitted_at=now,
+            **self._status_changes(job, submitted.status, now),
+        )
+
+    # --- polling ------------------------------------------------------------------------
+
+    def _status_changes(self, job: Job, status: ProviderStatus, now: float) -> dict[str, Any]:
+        changes: dict[str, Any] = {"raw_status": status.raw_status, "last_error": None}
+        if status.progress is not None:
+            changes["progress"] = status.progress
+        if status.inference_ms is not None:
+            changes["inference_ms"] = status.inference_ms
+        if status.state == "running" and job.started_at is None:
+            changes["started_at"] = now
+        if status.state in ("queued", "running"):
+            changes["status"] = status.state
+        elif status.state == "failed":
+            changes.update(status="failed", error=status.error, finished_at=now)
+        else:
+            # Completed at the provider; the job completes here once its video is archived.
+            changes.update(status="running", video_url=status.video_url, progress=1.0)
+            if status.cost_usd is not None:
+                changes["cost_usd"] = status.cost_usd
+            if job.started_at is None:
+                changes["started_at"] = now
+        return changes
+
+    async def _poll_loop(self, job_id: str) -> None:
+        failures = 0
+        try:
+            while True:
+                job = self._store.get(job_id)
+                if job.is_final or job.provider_job_id is None:
+                    return
+                if job.video_url is not None:
+                    await self._finish(job)
+                    return
+                spec = self._models.get(job.model)
+                provider = self._providers[job.provider]  # type: ignore[index]
+                try:
+                    status = await provider.poll(job.provider_job_id)
+                except (Unavailable, RateLimited) as exc:
+                    failures += 1
+                    self._update(job_id, last_error=str(exc))
+                    retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                    await anyio.sleep(backoff(failures, self._settings.poll, retry_after))
+                    continue
+                except Rejected as exc:
+                    if exc.status == 404:
+                        self._update(
+                            job_id,
+                            status="failed",
+                            error="The provider no longer knows this job (WaveSpeed keeps jobs for 7 days).",
+                            finished_at=time.time(),
+                        )
+                        return
+                    self._update(job_id, last_error=str(exc))
+                    return
+                except (AuthError, ConfigError) as exc:
+                    # Polling cannot go on without a working key; get_result starts it again.
+                    self._update(job_id, last_error=str(exc))
+                    return
+                failures = 0
+                job = self._update(job_id, **self._status_changes(job, status, time.time()))
+                if job.is_final:
+                    return
+                if job.video_url is None:
+                    await anyio.sleep(self._next_poll_delay(job, spec))
+        except Exception:
+            log.exception("poller for %s crashed", job_id)
+            self._update(
+                job_id, last_error="internal error while following this job; call get_result to retry"
+            )
+        finally:
+            self._polling.discard(job_id)
+
+    def _next_poll_delay(self, job: Job, spec: ModelSpec | None) -> float:
+        return self._settings.poll.interval
+
+    async def _finish(self, job: Job) -> None:
+        assert job.video_url is not None
+        spec = self._models.get(job.model)
+        changes: dict[str, Any] = {"status": "completed", "finished_at": time.time()}
+        try:
+            archived = await self._media.archive(job, spec)
+        except Exception as exc:  # noqa: BLE001 - any failure to save locally must still complete the job
+            log.warning("could not archive the video of %s: %s", job.id, exc)
+            changes["last_error"] = (
+                f"The video could not be saved locally ({exc}); its provider URL still works."
+            )
+        else:
+            if archived is not None:
+                changes.update(local_path=str(archived.video_path), poster_path=archived.poster_path)
+        self._update(job.id, **changes)
+
+    # --- waiting ------------------------------------------------------------------------
+
+    async def wait(
+        self, job_id: str, wait_seconds: float, on_progress: ProgressCallback | None = None
+    ) -> Job:
+        """Wait up to ``wait_seconds`` for the job to end, reporting progress; return its row."""
+        deadline = anyio.current_time() + wait_seconds
+        heartbeat = self._settings.poll.heartbeat
+        last_fraction = -1.0
+        last_message = ""
+        while True:
+            event = self._event(job_id)
+            job = self._store.get(job_id)
+            if job.is_live and job.id not in self._polling:
+                self.follow(job)
+            if on_progress is not None:
+                fraction, message = describe_progress(job, self._models.get(job.model), time.time())
+                fraction = max(fraction, last_fraction)
+                if fraction > last_fraction or message != last_message:
+                    await on_progress(fraction, message)
+                    last_fraction, last_message = fraction, message
+            remaining = deadline - anyio.current_time()
+            if not job.is_live or remaining <= 0:
+                return job
+            with anyio.move_on_after(min(remaining, heartbeat)):
+                await event.wait()

@@ -1,0 +1,225 @@
+"""The job journal: one SQLite row per job, written before any money can be spent.
+
+The row is the only truth ``get_result`` reads. ``submit_state`` records how far the submit got,
+so a process that dies mid-submit is recognised on restart and never submits again:
+
+    pending   the row exists; the submit request may be in flight
+    accepted  the provider's job id is recorded
+    refused   the provider certainly created nothing
+    unknown   the request may have reached the provider, but no answer was read
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Generator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from server.errors import JobNotFound
+
+Status = Literal["queued", "running", "completed", "failed", "unconfirmed"]
+SubmitState = Literal["pending", "accepted", "refused", "unknown"]
+LIVE_STATUSES: tuple[Status, ...] = ("queued", "running")
+FINAL_STATUSES: tuple[Status, ...] = ("completed", "failed")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        status TEXT NOT NULL,
+        submit_state TEXT NOT NULL,
+        provider_job_id TEXT,
+        params TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        raw_status TEXT NOT NULL DEFAULT '',
+        progress REAL,
+        video_url TEXT,
+        error TEXT,
+        last_error TEXT,
+        estimate_usd REAL,
+        estimate_source TEXT,
+        cost_usd REAL,
+        inference_ms INTEGER,
+        local_path TEXT,
+        poster_path TEXT,
+        sandbox INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        submitted_at REAL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX jobs_status ON jobs(status);
+    CREATE INDEX jobs_created ON jobs(created_at);
+    CREATE INDEX jobs_request ON jobs(request_hash);
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One journal row."""
+
+    id: str
+    model: str
+    provider: str
+    status: Status
+    submit_state: SubmitState
+    params: dict[str, Any]
+    request_hash: str
+    created_at: float
+    updated_at: float
+    provider_job_id: str | None = None
+    raw_status: str = ""
+    progress: float | None = None
+    video_url: str | None = None
+    error: str | None = None
+    last_error: str | None = None
+    estimate_usd: float | None = None
+    estimate_source: str | None = None
+    cost_usd: float | None = None
+    inference_ms: int | None = None
+    local_path: str | None = None
+    poster_path: str | None = None
+    sandbox: bool = False
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES and self.provider_job_id is not None
+
+
+_COLUMNS = tuple(f.name for f in fields(Job))
+
+
+def new_job_id(slug: str) -> str:
+    """A job id that names its model: ``<slug>-<12 hex digits>``."""
+    return f"{slug}-{secrets.token_hex(6)}"
+
+
+class JobStore:
+    """SQLite journal (WAL mode). Calls are short and made from the event loop thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Generator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            version: int = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    def insert(self, job: Job) -> Job:
+        row = _to_row(job)
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608
+                [row[c] for c in _COLUMNS],
+            )
+        return job
+
+    def update(self, job_id: str, **changes: Any) -> Job:
+        """Apply ``changes`` to one row and return the new row."""
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job fields: {sorted(unknown)}")
+        changes["updated_at"] = time.time()
+        with self._tx() as db:
+            current = _one(db, job_id)
+            updated = replace(current, **changes)
+            row = _to_row(updated)
+            assignments = ", ".join(f"{c} = ?" for c in changes)
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*(row[c] for c in changes), job_id])  # noqa: S608
+        return updated
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            return _one(self._db, job_id)
+
+    def find(self, job_id: str) -> Job | None:
+        try:
+            return self.get(job_id)
+        except JobNotFound:
+            return None
+
+    def select(self, where: str = "1=1", args: tuple[Any, ...] = (), limit: int = 1000) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC LIMIT ?",  # noqa: S608
+                (*args, limit),
+            ).fetchall()
+        return [_from_row(r) for r in rows]
+
+    def live(self) -> list[Job]:
+        """Jobs the provider has accepted and that have not ended."""
+        return self.select("status IN ('queued', 'running') AND provider_job_id IS NOT NULL")
+
+    def interrupted_submits(self) -> list[Job]:
+        """Rows whose submit was in flight when a process stopped."""
+        return self.select("submit_state = 'pending'")
+
+    def recent(self, limit: int = 20) -> list[Job]:
+        return self.select(limit=limit)
+
+
+def _one(db: sqlite3.Connection, job_id: str) -> Job:
+    row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(
+            f"No job has the id '{job_id}'. Use the job_id returned by a generate call "
+            "(the wan-video://jobs resource lists recent jobs)."
+        )
+    return _from_row(row)
+
+
+def _to_row(job: Job) -> dict[str, Any]:
+    row = asdict(job)
+    row["params"] = json.dumps(job.params, sort_keys=True, separators=(",", ":"))
+    row["sandbox"] = int(job.sandbox)
+    return row
+
+
+def _from_row(row: Mapping[str, Any] | sqlite3.Row) -> Job:
+    values = {c: row[c] for c in _COLUMNS}
+    values["params"] = json.loads(values["params"])
+    values["sandbox"] = bool(values["sandbox"])
+    return Job(**values)

@@ -1,0 +1,173 @@
+"""WaveSpeed AI, API v3 (seeds 000-003; providers.md section 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from server.catalog import ModelSpec, ProviderName
+from server.errors import ConfigError, Rejected, Unavailable
+from server.providers import JobState, ProviderStatus, Submitted
+from server.providers.http import MaybeSent, as_dict, as_list, scrub, send_idempotent, send_submit
+from server.settings import Settings
+
+_STATES: dict[str, JobState] = {
+    "created": "queued",
+    "pending": "queued",
+    "queued": "queued",
+    "processing": "running",
+    "running": "running",
+    "starting": "running",
+    "completed": "completed",
+    "succeeded": "completed",
+    "failed": "failed",
+    "error": "failed",
+    # Not in the API docs, but terminal in WaveSpeed's own SDK and MCP server.
+    "cancelled": "failed",
+    "canceled": "failed",
+    "timeout": "failed",
+    "deleted": "failed",
+}
+
+
+def parse_prediction(payload: Mapping[str, Any]) -> ProviderStatus:
+    """A result payload (``{code, message, data:{...}}``, or the bare ``data``) as a status."""
+    data = as_dict(payload.get("data", payload))
+    if data is None:
+        raise Unavailable("WaveSpeed returned a result without a data object.", provider="wavespeed")
+    raw = str(data.get("status", "")).strip().lower()
+    state = _STATES.get(raw, "running")
+    video = next((o for o in as_list(data.get("outputs")) if isinstance(o, str) and o), None)
+    error = data.get("error")
+    reason = scrub(error) if isinstance(error, str) and error.strip() else None
+    timings = as_dict(data.get("timings")) or {}
+    inference = timings.get("inference")
+    if state == "completed" and video is None:
+        flagged = any(as_list(data.get("has_nsfw_contents")))
+        state = "failed"
+        reason = reason or (
+            "the provider's safety checker flagged the output"
+            if flagged
+            else "the job finished without a video"
+        )
+    if state == "failed" and not reason:
+        reason = f"the provider reported status '{raw}'"
+    return ProviderStatus(
+        state=state,
+        raw_status=raw,
+        video_url=video if state == "completed" else None,
+        error=reason if state == "failed" else None,
+        inference_ms=int(inference)
+        if isinstance(inference, int | float) and not isinstance(inference, bool) and inference > 0
+        else None,
+    )
+
+
+def _check_envelope(payload: Mapping[str, Any], what: str) -> None:
+    # WaveSpeed can answer HTTP 200 with an error code in the body.
+    code = payload.get("code")
+    if isinstance(code, int) and code != 200:
+        message = payload.get("message")
+        said = scrub(message) if isinstance(message, str) else str(code)
+        raise Rejected(
+            f"WaveSpeed refused to {what} (code {code}: {said}).", provider="wavespeed", status=code
+        )
+
+
+class WaveSpeedProvider:
+    """WaveSpeed v3: ``POST /api/v3/<model>``, ``GET /api/v3/predictions/{id}/result``."""
+
+    name: ProviderName = "wavespeed"
+
+    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self._client = client
+        self._base = settings.wavespeed_base_url.rstrip("/")
+
+    def require_key(self) -> None:
+        if self._settings.wavespeed_api_key is None:
+            raise ConfigError(
+                "WAVESPEED_API_KEY is not set. Set it in the MCP server's environment (get a key at "
+                "wavespeed.ai), or start the server with --sandbox to try it without a key."
+            )
+
+    def _headers(self) -> dict[str, str]:
+        self.require_key()
+        assert self._settings.wavespeed_api_key is not None
+        return {
+            "Authorization": f"Bearer {self._settings.wavespeed_api_key.get_secret_value()}",
+            "X-Client-Name": "wan-video-mcp",
+        }
+
+    async def submit(self, spec: ModelSpec, body: dict[str, Any]) -> Submitted:
+        payload = await send_submit(
+            self._client,
+            f"{self._base}/api/v3/{spec.model_id}",
+            provider=self.name,
+            policy=self._settings.poll,
+            headers=self._headers(),
+            json_body=body,
+        )
+        try:
+            _check_envelope(payload, "accept the job")
+        except Rejected as exc:
+            if exc.status is not None and exc.status >= 500:
+                raise MaybeSent(str(exc), provider=self.name, status=exc.status) from exc
+            raise
+        data = as_dict(payload.get("data")) or {}
+        job_id = data.get("id")
+        if not isinstance(job_id, str) or not job_id:
+            raise MaybeSent(
+                "WaveSpeed accepted the submit but its answer had no task id.", provider=self.name
+            )
+        return Submitted(provider_job_id=job_id, status=parse_prediction(payload))
+
+    async def poll(self, provider_job_id: str) -> ProviderStatus:
+        payload = await send_idempotent(
+            self._client,
+            "GET",
+            f"{self._base}/api/v3/predictions/{provider_job_id}/result",
+            provider=self.name,
+            what="report the job's status",
+            policy=self._settings.poll,
+            headers=self._headers(),
+        )
+        _check_envelope(payload, "report the job's status")
+        return parse_prediction(payload)
+
+    async def quote(self, spec: ModelSpec, body: dict[str, Any]) -> float | None:
+        payload = await send_idempotent(
+            self._client,
+            "POST",
+            f"{self._base}/api/v3/model/price",
+            provider=self.name,
+            what="quote a price",
+            policy=self._settings.poll,
+            headers=self._headers(),
+            json_body={"model_id": spec.model_id, "inputs": body},
+            attempts=2,
+        )
+        _check_envelope(payload, "quote a price")
+        data = as_dict(payload.get("data", payload)) or {}
+        for key in ("discounted_price", "price"):
+            value = data.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                return float(value)
+        return None
+
+    async def check_key(self) -> str:
+        payload = await send_idempotent(
+            self._client,
+            "GET",
+            f"{self._base}/api/v3/balance",
+            provider=self.name,
+            what="report the balance",
+            policy=self._settings.poll,
+            headers=self._headers(),
+            attempts=2,
+        )
+        _check_envelope(payload, "report the balance")
+        balance = (as_dict(payload.get("data", payload)) or {}).get("balance")
+        return f"key accepted; balance ${balance:.2f}" if isinstance(balance, int | float) else "key accepted"

@@ -1,0 +1,113 @@
+"""Configuration, read from the environment in this one place (see contract.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from server.errors import ConfigError
+
+DEFAULT_WAVESPEED_BASE_URL = "https://api.wavespeed.ai"
+DEFAULT_VTRIX_BASE_URL = "https://cloud.vtrix.ai"
+# Some MCP clients drop a tool call at 60 s; a generate call returns well before that.
+DEFAULT_WAIT_SECONDS = 40.0
+MAX_WAIT_SECONDS = 600.0
+
+
+def _default_home() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("wan-video-mcp", appauthor=False)
+
+
+class PollPolicy(BaseModel):
+    """How the runner paces status polls and retries. Tests use zeros."""
+
+    model_config = ConfigDict(frozen=True)
+
+    interval: float = Field(default=2.0, ge=0)
+    max_interval: float = Field(default=10.0, ge=0)
+    retry_base: float = Field(default=0.5, ge=0)
+    retry_cap: float = Field(default=30.0, ge=0)
+    submit_attempts: int = Field(default=3, ge=1)
+    heartbeat: float = Field(default=5.0, gt=0)
+
+
+class Settings(BaseModel):
+    """Everything the server needs to know about its environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    wavespeed_api_key: SecretStr | None = None
+    vtrix_api_key: SecretStr | None = None
+    wavespeed_base_url: str = DEFAULT_WAVESPEED_BASE_URL
+    vtrix_base_url: str = DEFAULT_VTRIX_BASE_URL
+    home: Path = Field(default_factory=_default_home)
+    output_dir: Path | None = None
+    allowed_dirs: tuple[Path, ...] = Field(default_factory=lambda: (Path.home(),))
+    models: tuple[str, ...] | None = None
+    sandbox: bool = False
+    default_wait_seconds: float = Field(default=DEFAULT_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
+    http_timeout: float = Field(default=30.0, gt=0)
+    poll: PollPolicy = PollPolicy()
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.output_dir if self.output_dir is not None else self.home / "videos"
+
+    @property
+    def database_path(self) -> Path:
+        return self.home / "jobs.sqlite3"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def secret(name: str) -> SecretStr | None:
+            value = text(name)
+            return SecretStr(value) if value else None
+
+        values: dict[str, object] = {
+            "wavespeed_api_key": secret("WAVESPEED_API_KEY"),
+            "vtrix_api_key": secret("VTRIX_API_KEY"),
+            "sandbox": _flag(text("WAN_MCP_SANDBOX"), "WAN_MCP_SANDBOX"),
+        }
+        for field, name in (
+            ("wavespeed_base_url", "WAVESPEED_BASE_URL"),
+            ("vtrix_base_url", "VTRIX_BASE_URL"),
+        ):
+            url = text(name)
+            if url:
+                if not url.startswith(("http://", "https://")):
+                    raise ConfigError(
+                        f"{name} must be an http(s) URL such as https://example.com; got {url!r}."
+                    )
+                values[field] = url.rstrip("/")
+        if home := text("WAN_MCP_HOME"):
+            values["home"] = Path(home).expanduser()
+        if out := text("WAN_MCP_OUTPUT_DIR"):
+            values["output_dir"] = Path(out).expanduser()
+        if dirs := text("WAN_MCP_ALLOWED_DIRS"):
+            values["allowed_dirs"] = tuple(Path(d).expanduser() for d in dirs.split(os.pathsep) if d.strip())
+        if models := text("WAN_MCP_MODELS"):
+            values["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
+        return cls.model_validate(values)
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be 1 or 0; got {value!r}.")

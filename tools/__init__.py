@@ -1,0 +1,166 @@
+"""The MCP tool surface: one generate and one estimate tool per enabled model, and get_result.
+
+Tools are thin: check the arguments (``server.catalog.params``), call the core, build the result.
+Generate and estimate tools publish a JSON Schema written from the catalog and validate with the
+catalog's own model, so an agent sees every documented bound and a refusal that names the
+parameter and its allowed values; the SDK's generic validation is bypassed for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import ConfigDict, Field
+
+from server.catalog import ModelSpec
+from server.catalog.params import input_schema
+from server.core import Core
+from server.errors import WanMcpError
+from server.jobs.runner import ProgressCallback
+from server.settings import MAX_WAIT_SECONDS, Settings
+from tools.results import estimate_result, job_result
+
+AppContext = Context[Core, Any]
+
+
+class RawArguments(ArgModelBase):
+    """Hands the tool every argument as sent; the catalog's model validates them."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    def model_dump_one_level(self) -> dict[str, Any]:
+        return {"arguments": dict(self.model_extra or {})}
+
+
+def core_of(ctx: AppContext) -> Core:
+    return ctx.request_context.lifespan_context
+
+
+def progress_reporter(ctx: AppContext) -> ProgressCallback:
+    async def report(fraction: float, message: str) -> None:
+        await ctx.report_progress(round(fraction * 100, 1), 100, message)
+
+    return report
+
+
+def wait_schema(settings: Settings) -> dict[str, Any]:
+    return {
+        "type": "number",
+        "minimum": 0,
+        "maximum": MAX_WAIT_SECONDS,
+        "default": settings.default_wait_seconds,
+        "description": "Seconds to wait for the video before returning the job id (0: return at once).",
+    }
+
+
+def _catalog_tool(
+    fn: Callable[..., Awaitable[CallToolResult]],
+    *,
+    name: str,
+    title: str,
+    description: str,
+    schema: dict[str, Any],
+    annotations: ToolAnnotations,
+) -> Tool:
+    tool = Tool.from_function(fn, name=name, title=title, description=description, annotations=annotations)
+    tool.parameters = schema
+    tool.fn_metadata.arg_model = RawArguments
+    return tool
+
+
+def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
+    """``<slug>_generate_video``."""
+
+    async def generate_video(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
+        core = core_of(ctx)
+        try:
+            job = await core.generate(spec, arguments, progress_reporter(ctx))
+        except WanMcpError as exc:
+            raise ToolError(str(exc)) from exc
+        return job_result(job, core)
+
+    durations = spec.params["duration"]
+    lengths = (
+        "/".join(str(c) for c in durations.choices)
+        if durations.choices
+        else (f"{durations.min:.0f}-{durations.max:.0f}")
+    )
+    return _catalog_tool(
+        generate_video,
+        name=f"{spec.slug}_generate_video",
+        title=f"Generate video: {spec.title}",
+        description=(
+            f"Animate an image into a {lengths} s video with {spec.title}. {spec.blurb} Costs money: check "
+            f"{spec.slug}_estimate_cost first. Waits up to wait_seconds, then returns job_id and status; "
+            "finish with get_result."
+        ),
+        schema=input_schema(spec, spec.param, {"wait_seconds": wait_schema(settings)}),
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        ),
+    )
+
+
+def estimate_tool(spec: ModelSpec) -> Tool:
+    """``<slug>_estimate_cost``."""
+
+    async def estimate_cost(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
+        try:
+            result = await core_of(ctx).estimate(spec, arguments)
+        except WanMcpError as exc:
+            raise ToolError(str(exc)) from exc
+        return estimate_result(result)
+
+    return _catalog_tool(
+        estimate_cost,
+        name=f"{spec.slug}_estimate_cost",
+        title=f"Estimate cost: {spec.title}",
+        description=(
+            f"Price in USD of one {spec.slug}_generate_video call with these settings, and the "
+            "figure's source. Free; sends no job."
+        ),
+        schema=input_schema(spec, spec.priced_params),
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+
+
+async def get_result(
+    job_id: Annotated[
+        str, Field(min_length=1, max_length=200, description="The job_id a generate call returned.")
+    ],
+    ctx: AppContext,
+    wait_seconds: Annotated[
+        float | None,
+        Field(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the job to end (0: at once)."),
+    ] = None,
+) -> CallToolResult:
+    """Status of a video job from any model; waits up to wait_seconds, then returns. Completed: video_url."""
+    core = core_of(ctx)
+    try:
+        job = await core.get_result(job_id, wait_seconds, progress_reporter(ctx))
+    except WanMcpError as exc:
+        raise ToolError(str(exc)) from exc
+    return job_result(job, core)
+
+
+def build_tools(models: list[ModelSpec], settings: Settings) -> list[Tool]:
+    """Every tool for the enabled models, in catalog order, then get_result."""
+    tools: list[Tool] = []
+    for spec in models:
+        tools.append(generate_tool(spec, settings))
+        tools.append(estimate_tool(spec))
+    tools.append(
+        Tool.from_function(
+            get_result,
+            name="get_result",
+            title="Get video job result",
+            annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        )
+    )
+    return tools

@@ -1,0 +1,120 @@
+"""What a job looks like to an agent: structured content, a short text, a resource link."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent
+
+from server.core import Core, EstimateResult
+from server.jobs.runner import describe_progress
+from server.jobs.store import Job
+
+JOB_URI = "wan-video://jobs/{job_id}"
+JOBS_URI = "wan-video://jobs"
+
+
+def job_uri(job_id: str) -> str:
+    return JOB_URI.format(job_id=job_id)
+
+
+def job_record(job: Job, core: Core) -> dict[str, Any]:
+    """The job as structured content (and as its resource's JSON)."""
+    now = time.time()
+    _, progress_text = describe_progress(job, core.models.get(job.model), now)
+    record: dict[str, Any] = {
+        "job_id": job.id,
+        "model": job.model,
+        "status": job.status,
+        "progress": progress_text,
+        "created_at": _iso(job.created_at),
+        "elapsed_seconds": round((job.finished_at or now) - job.created_at, 1),
+        "estimate_usd": job.estimate_usd,
+        "estimate_source": job.estimate_source,
+    }
+    if job.status == "completed":
+        record["video_url"] = job.video_url
+        if job.local_path:
+            record["local_path"] = job.local_path
+    if job.status in ("failed", "unconfirmed"):
+        record["error"] = job.error or "unknown error"
+    if job.cost_usd is not None:
+        record["cost_usd"] = job.cost_usd
+    if job.inference_ms is not None:
+        record["inference_seconds"] = round(job.inference_ms / 1000, 1)
+    if job.last_error and not job.is_final:
+        record["warning"] = job.last_error
+    if job.sandbox:
+        record["sandbox"] = True
+    record["parameters"] = job.params
+    return record
+
+
+def next_step(job: Job) -> str:
+    match job.status:
+        case "completed":
+            where = f" Saved at {job.local_path}." if job.local_path else ""
+            return f"Video: {job.video_url}.{where}"
+        case "failed":
+            return (
+                f"Failed: {job.error}. Fix the cause and call the generate tool again if you want a new take."
+            )
+        case "unconfirmed":
+            return (
+                f"{job.error} Do not submit it again yet: call get_result with job_id '{job.id}' "
+                "later to see whether the provider has it."
+            )
+        case _:
+            return (
+                f"Still {job.status}. Call get_result with job_id '{job.id}' (and wait_seconds) "
+                "to keep waiting."
+            )
+
+
+def job_result(job: Job, core: Core) -> CallToolResult:
+    """A generate or get_result answer."""
+    record = job_record(job, core)
+    sandbox = " [sandbox: emulated provider, no cost]" if job.sandbox else ""
+    text = f"Job {job.id} ({job.model}) is {job.status}.{sandbox} {next_step(job)}"
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+    if job.status == "completed":
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                uri=job_uri(job.id),
+                name=f"{job.id}.json",
+                title=f"Job {job.id}",
+                description="The job's record: parameters, status, video URL and local file.",
+                mime_type="application/json",
+            )
+        )
+    return CallToolResult(content=content, structured_content=record, is_error=job.status == "failed")
+
+
+def estimate_result(result: EstimateResult) -> CallToolResult:
+    """An estimate answer."""
+    est = result.estimate
+    record: dict[str, Any] = {
+        "model": result.model,
+        "usd": est.usd,
+        "currency": "USD",
+        "source": est.source,
+        "basis": est.basis,
+        "parameters": result.parameters,
+    }
+    if result.note:
+        record["note"] = result.note
+    caveat = (
+        ""
+        if est.source != "unverified_estimate"
+        else " (unverified estimate: the provider publishes no price)"
+    )
+    text = f"{result.model}: ${est.usd:.2f}{caveat}. Source: {est.basis}."
+    if result.note:
+        text += f" {result.note}"
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=record)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
