@@ -97,6 +97,12 @@ class Settings(BaseModel):
             values["output_dir"] = Path(out).expanduser()
         if dirs := text("WAN_MCP_ALLOWED_DIRS"):
             values["allowed_dirs"] = tuple(Path(d).expanduser() for d in dirs.split(os.pathsep) if d.strip())
+        if interval := text("WAN_MCP_POLL_INTERVAL"):
+            try:
+                seconds = float(interval)
+            except ValueError:
+                raise ConfigError(f"WAN_MCP_POLL_INTERVAL must be a number of seconds; got {interval!r}.") from None
+            values["poll"] = PollPolicy(interval=seconds, max_interval=max(seconds, 10.0))
         if models := text("WAN_MCP_MODELS"):
             values["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
         return cls.model_validate(values)

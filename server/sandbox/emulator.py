@@ -1,0 +1,209 @@
+"""The emulator: configuration, in-memory state and the ASGI app speaking both vendors' APIs."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from functools import partial
+from urllib.parse import urlsplit
+
+import anyio.to_thread
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import media, vtrix, wavespeed
+from .faults import Fault
+from .routing import endpoint, error_response, vendor_of
+from .state import EmuJob, Provider, RecordedCall, Upload, VideoSpec
+from .transport import EmulatorTransport
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass
+class _Pending:
+    route: str
+    fault: Fault
+    left: int
+
+
+class Emulator:
+    """An in-memory stand-in for the WaveSpeed v3 and Vtrix generation APIs.
+
+    ``app`` is a Starlette app; mount it in-process with ``transport()`` or on a socket with
+    ``serve_emulator``. Jobs advance only when their status is polled (``polls_to_complete``),
+    or after ``job_seconds`` of wall time when that is set. Every attribute below may be changed
+    between requests.
+    """
+
+    def __init__(self, wavespeed_key: str | None = None, vtrix_key: str | None = None) -> None:
+        self.wavespeed_key = wavespeed_key
+        self.vtrix_key = vtrix_key
+        self.calls: list[RecordedCall] = []
+        self.jobs: dict[str, EmuJob] = {}
+        self.uploads: dict[str, Upload] = {}
+        self.hold = False
+        self.polls_to_complete = 2
+        self.job_seconds: float | None = None
+        self.vtrix_envelope = False
+        self.vtrix_statuses: tuple[str, str] = ("in_progress", "completed")
+        self.vtrix_balance_ok = True
+        self.balance = 100.0
+        self.render_scale = 1.0
+        self.fps = 16
+        self.upload_routes: set[str] = {"binary", "ticket"}
+        self._faults: list[_Pending] = []
+        self._failures: deque[str] = deque()
+        self.app = Starlette(
+            routes=[
+                *media.routes(self),
+                *wavespeed.routes(self),
+                *vtrix.routes(self),
+                Route("/{path:path}", endpoint(self, "unknown", _not_found), methods=_ALL_METHODS),
+            ]
+        )
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An httpx transport that calls the app in-process, with socket-like failure modes."""
+        return EmulatorTransport(self.app)
+
+    def submissions(self, provider: Provider | None = None) -> list[EmuJob]:
+        """Jobs created by accepted submits, oldest first, optionally for one provider."""
+        return [job for job in self.jobs.values() if provider is None or job.provider == provider]
+
+    def inject(self, route: str, fault: Fault, times: int = 1) -> None:
+        """Make the next ``times`` requests to ``route`` (or ``"*"``: any route) misbehave.
+
+        Faults are queued: each request takes the oldest pending fault that matches it.
+        """
+        if times > 0:
+            self._faults.append(_Pending(route, fault, times))
+
+    def fail_next_job(self, reason: str = "Video generation failed") -> None:
+        """Make the next created job end ``failed`` with ``reason`` instead of completing."""
+        self._failures.append(reason)
+
+    def release(self, job_id: str | None = None) -> None:
+        """Let held jobs (all, or just ``job_id``) finish on their next poll."""
+        for job in self.jobs.values():
+            if job_id is None or job.id == job_id:
+                job.released = True
+
+    def record_call(self, route: str, request: Request, body: bytes) -> None:
+        """Append the request to ``calls`` (the routes call this first)."""
+        parsed: object | None = None
+        if body and not request.headers.get("content-type", "").startswith("multipart/"):
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+        self.calls.append(
+            RecordedCall(
+                method=request.method,
+                path=request.url.path,
+                query=dict(request.query_params),
+                headers=dict(request.headers.items()),
+                json=parsed,
+                route=route,
+            )
+        )
+
+    def next_fault(self, route: str) -> Fault | None:
+        """Take the oldest pending fault for ``route``, if any."""
+        for pending in self._faults:
+            if pending.route in (route, "*"):
+                pending.left -= 1
+                if pending.left <= 0:
+                    self._faults.remove(pending)
+                return pending.fault
+        return None
+
+    def create_job(
+        self, provider: Provider, model: str, body: dict[str, object], video: VideoSpec, cost: float
+    ) -> EmuJob:
+        """Store a newly accepted job."""
+        job = EmuJob(id=uuid.uuid4().hex, provider=provider, model=model, body=body, video=video, cost=cost)
+        if self._failures:
+            job.failure = self._failures.popleft()
+        self.jobs[job.id] = job
+        return job
+
+    def poll(self, job: EmuJob) -> None:
+        """Count one status poll and move the job along."""
+        job.polls += 1
+        if job.terminal:
+            return
+        if self._ready(job):
+            job.finished = time.monotonic()
+            if job.failure is not None:
+                job.state, job.error = "failed", job.failure
+            else:
+                job.state = "completed"
+        elif job.polls == 1 and self.job_seconds is None and self.polls_to_complete >= 2:
+            job.state = "queued"
+        else:
+            job.state = "running"
+
+    def progress(self, job: EmuJob) -> float:
+        """A 0..1 fraction for a job that is still running."""
+        if job.terminal:
+            return 1.0
+        if self.job_seconds:
+            fraction = (time.monotonic() - job.started) / self.job_seconds
+        else:
+            fraction = job.polls / (self.polls_to_complete + 1)
+        return round(min(0.95, max(0.0, fraction)), 2)
+
+    def upload(self, filename: str, content_type: str, size: int, data: bytes | None) -> Upload:
+        """Store an uploaded file (``data`` None: waiting for its PUT)."""
+        item = Upload(uuid.uuid4().hex, filename, content_type, size, data)
+        self.uploads[item.token] = item
+        return item
+
+    async def video(self, job: EmuJob) -> bytes:
+        """The job's MP4, rendered on first use (in a worker thread) and then cached."""
+        if job.rendered is None:
+            from .video import render_mp4
+
+            render = partial(
+                render_mp4,
+                self.image_bytes(job.video.image),
+                job.video,
+                fps=self.fps,
+                scale=self.render_scale,
+                seed=int(job.id[:8], 16),
+            )
+            job.rendered = await anyio.to_thread.run_sync(render)
+        return job.rendered
+
+    def image_bytes(self, ref: str) -> bytes | None:
+        """The bytes of an image given as a data: URI or as one of this emulator's uploads.
+
+        Other URLs give None: the emulator never fetches anything.
+        """
+        if ref.startswith("data:"):
+            return media.data_uri_bytes(ref)
+        parts = urlsplit(ref).path.split("/")
+        if len(parts) >= 4 and parts[1:3] == ["sandbox", "uploads"]:
+            item = self.uploads.get(parts[3])
+            return item.data if item else None
+        return None
+
+    def _ready(self, job: EmuJob) -> bool:
+        if job.released:
+            return True
+        if self.hold:
+            return False
+        if self.job_seconds is not None:
+            return time.monotonic() - job.started >= self.job_seconds
+        return job.polls > self.polls_to_complete
+
+
+async def _not_found(request: Request) -> Response:
+    return error_response(vendor_of("unknown", request.url.path), 404, "Not Found")

@@ -1,0 +1,51 @@
+"""Faults a test can inject into the emulator, one request at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+FaultKind = Literal["status", "malformed", "drop", "delay", "truncate"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One way for a route to misbehave; build it with the constructors below.
+
+    - ``status``: answer ``code`` with the vendor's error body (or ``body``); nothing is done.
+    - ``malformed``: answer 200 with a body that is not JSON; nothing is done.
+    - ``drop``: do the route's work (a submit creates its job), then lose the answer mid-body.
+    - ``delay``: wait ``seconds``, then handle the request normally, unless the client gave up.
+    - ``truncate``: send the full Content-Length but only half the bytes (meant for ``file``).
+    """
+
+    kind: FaultKind
+    code: int = 0
+    retry_after: float | None = None
+    body: object | None = None
+    seconds: float = 0.0
+
+    @classmethod
+    def status(cls, code: int, retry_after: float | None = None, body: object | None = None) -> Fault:
+        """Answer this HTTP status, with a ``Retry-After`` header when ``retry_after`` is given."""
+        return cls("status", code=code, retry_after=retry_after, body=body)
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        """Answer 200 with an HTML body instead of JSON."""
+        return cls("malformed")
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Do the work, then close the connection before the whole answer is sent."""
+        return cls("drop")
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Wait ``seconds`` before handling the request (to trip client timeouts)."""
+        return cls("delay", seconds=seconds)
+
+    @classmethod
+    def truncate(cls) -> Fault:
+        """Send headers for the full body but only half of its bytes."""
+        return cls("truncate")

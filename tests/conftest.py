@@ -1,0 +1,60 @@
+"""Shared fixtures: settings built explicitly (never from the developer's environment), the
+provider emulator mounted in-process, and the MCP server wired to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from server.sandbox import Emulator
+from server.settings import PollPolicy, Settings
+
+WS_KEY = "ws-test-key-0123456789"
+VX_KEY = "vx-test-key-0123456789"
+IN_PROCESS = "http://testserver"
+FAST_POLL = PollPolicy(interval=0, max_interval=0, retry_base=0, retry_cap=0, heartbeat=0.2)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    emu = Emulator(wavespeed_key=WS_KEY, vtrix_key=VX_KEY)
+    emu.render_scale = 0.25
+    emu.fps = 8
+    return emu
+
+
+def make_settings(home: Path, base_url: str = IN_PROCESS, **changes: object) -> Settings:
+    """Settings for a test: keys set, both providers at ``base_url``, zero poll intervals."""
+    values: dict[str, object] = {
+        "wavespeed_api_key": SecretStr(WS_KEY),
+        "vtrix_api_key": SecretStr(VX_KEY),
+        "wavespeed_base_url": base_url,
+        "vtrix_base_url": base_url,
+        "home": home,
+        "allowed_dirs": (home,),
+        "poll": FAST_POLL,
+        "default_wait_seconds": 20.0,
+    }
+    values.update(changes)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "home")
+
+
+@pytest.fixture
+async def loopback_emulator(emulator: Emulator) -> AsyncIterator[str]:
+    from server.sandbox import serve_emulator
+
+    async with serve_emulator(emulator) as base_url:
+        yield base_url
