@@ -101,7 +101,9 @@ class Settings(BaseModel):
             try:
                 seconds = float(interval)
             except ValueError:
-                raise ConfigError(f"WAN_MCP_POLL_INTERVAL must be a number of seconds; got {interval!r}.") from None
+                raise ConfigError(
+                    f"WAN_MCP_POLL_INTERVAL must be a number of seconds; got {interval!r}."
+                ) from None
             values["poll"] = PollPolicy(interval=seconds, max_interval=max(seconds, 10.0))
         if models := text("WAN_MCP_MODELS"):
             values["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
