@@ -45,6 +45,8 @@ def job_record(job: Job, core: Core) -> dict[str, Any]:
         record["inference_seconds"] = round(job.inference_ms / 1000, 1)
     if job.last_error and not job.is_final:
         record["warning"] = job.last_error
+    if job.notes:
+        record["notes"] = list(job.notes)
     if job.sandbox:
         record["sandbox"] = True
     record["parameters"] = job.params

@@ -169,6 +169,7 @@ class JobRunner:
                 estimate_usd=estimate.usd,
                 estimate_source=estimate.source,
                 sandbox=self._settings.sandbox,
+                notes=tuple(prepared.notes),
             )
         )
         with anyio.CancelScope(shield=True):

@@ -62,6 +62,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_created ON jobs(created_at);
     CREATE INDEX jobs_request ON jobs(request_hash);
     """,
+    "ALTER TABLE jobs ADD COLUMN notes TEXT NOT NULL DEFAULT '[]'",
 )
 
 
@@ -94,6 +95,7 @@ class Job:
     submitted_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def is_final(self) -> bool:
@@ -215,6 +217,7 @@ def _to_row(job: Job) -> dict[str, Any]:
     row = asdict(job)
     row["params"] = json.dumps(job.params, sort_keys=True, separators=(",", ":"))
     row["sandbox"] = int(job.sandbox)
+    row["notes"] = json.dumps(list(job.notes))
     return row
 
 
@@ -222,4 +225,5 @@ def _from_row(row: Mapping[str, Any] | sqlite3.Row) -> Job:
     values = {c: row[c] for c in _COLUMNS}
     values["params"] = json.loads(values["params"])
     values["sandbox"] = bool(values["sandbox"])
+    values["notes"] = tuple(json.loads(values["notes"]))
     return Job(**values)
