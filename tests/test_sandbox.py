@@ -31,11 +31,6 @@ IMAGE_URL = "https://example.com/cat.png"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def emu() -> Emulator:
     emulator = Emulator(wavespeed_key=WS_KEY, vtrix_key=VX_KEY)
     emulator.render_scale = 0.25

@@ -37,9 +37,22 @@ class Emulator:
     """An in-memory stand-in for the WaveSpeed v3 and Vtrix generation APIs.
 
     ``app`` is a Starlette app; mount it in-process with ``transport()`` or on a socket with
-    ``serve_emulator``. Jobs advance only when their status is polled (``polls_to_complete``),
-    or after ``job_seconds`` of wall time when that is set. Every attribute below may be changed
-    between requests.
+    ``serve_emulator``. A key of None accepts any non-empty bearer key.
+
+    Records: ``calls`` (every request, in order), ``jobs`` (by provider job id), ``uploads``.
+
+    Knobs, all changeable between requests:
+
+    - ``polls_to_complete`` (2): status polls answered queued/running before a job ends; the
+      first poll says queued when this is 2 or more.
+    - ``job_seconds`` (None): if set, a job ends once this much wall time has passed instead.
+    - ``hold`` (False): jobs keep running until ``release()``.
+    - ``vtrix_envelope`` (False): wrap Vtrix answers in ``{data, status:{code, message}}``.
+    - ``vtrix_statuses`` (``("in_progress", "completed")``): Vtrix's running and success words.
+    - ``vtrix_balance_ok`` (True): False makes Vtrix submits answer 403 insufficient balance.
+    - ``balance`` (100.0): what WaveSpeed's balance route reports.
+    - ``render_scale`` (1.0) and ``fps`` (16): rendered video size factor and frame rate.
+    - ``upload_routes`` (``{"binary", "ticket"}``): WaveSpeed upload routes that exist.
     """
 
     def __init__(self, wavespeed_key: str | None = None, vtrix_key: str | None = None) -> None:

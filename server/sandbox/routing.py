@@ -55,8 +55,7 @@ def endpoint(emu: Emulator, route: str, handler: Handler) -> Handler:
             case "malformed":
                 return HTMLResponse("<html><body><h1>502 Bad Gateway</h1>oops</body></html>")
             case "delay":
-                await anyio.sleep(fault.seconds)
-                if False:
+                if not await _wait_for_client(request, fault.seconds):
                     # The client gave up: like a request that never arrived, it has no effect.
                     return Response(status_code=499)
                 return await handler(request)

@@ -133,7 +133,7 @@ def check_image_ref(ref: str) -> str | None:
 
 
 def _check_data_uri(uri: str) -> str | None:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if not uri.startswith("data:image/"):
         return "'input.img_url' data URI must have an image MIME type"
@@ -146,7 +146,7 @@ def _check_data_uri(uri: str) -> str | None:
         with Image.open(io.BytesIO(data)) as image:
             kind, mode, (width, height) = image.format, image.mode, image.size
             transparent = "transparency" in image.info
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return "'input.img_url' could not be decoded as an image"
     if kind not in ("JPEG", "PNG", "BMP", "WEBP"):
         return f"'input.img_url' format {kind} is not supported (JPEG, PNG, BMP, WEBP)"
