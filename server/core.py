@@ -17,10 +17,10 @@ import httpx
 from pydantic import SecretStr
 
 from server.catalog import ModelSpec, load_catalog
-from server.catalog.params import build_body, validate_estimate, validate_generate
+from server.catalog.params import NOTHING_SENT, build_body, validate_estimate, validate_generate
 from server.catalog.pricing import Estimate, catalog_price, round_usd
-from server.errors import InvalidRequest, ProviderError, WanMcpError
-from server.jobs.runner import JobRunner, ProgressCallback
+from server.errors import ConfirmationRequired, InvalidRequest, ProviderError, WanMcpError
+from server.jobs.runner import JobRunner, ProgressCallback, Submission
 from server.jobs.store import Job, JobStore
 from server.media import MediaService
 from server.providers import build_providers
@@ -29,6 +29,8 @@ from server.settings import MAX_WAIT_SECONDS, Settings
 log = logging.getLogger("wan_video_mcp")
 
 SANDBOX_KEY = "sandbox-key"
+# Arguments of a generate call that are the server's own, not the model's.
+SERVER_ARGUMENTS = frozenset({"wait_seconds", "new_take", "confirm_cost_usd"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,18 +102,60 @@ class Core:
             )
         return float(value)
 
+    def price_to_confirm(self, spec: ModelSpec, arguments: Mapping[str, Any]) -> Estimate | None:
+        """The estimate when it is above ``WAN_MCP_CONFIRM_ABOVE_USD`` and not yet agreed to.
+
+        Raises:
+            InvalidRequest: the arguments are invalid (the generate call reports it).
+        """
+        threshold = self.settings.spend.confirm_above_usd
+        if threshold is None:
+            return None
+        model_arguments = {k: v for k, v in arguments.items() if k not in SERVER_ARGUMENTS}
+        estimate = catalog_price(spec, validate_generate(spec, model_arguments))
+        if estimate.usd <= threshold + 1e-9:
+            return None
+        agreed = arguments.get("confirm_cost_usd")
+        if isinstance(agreed, int | float) and not isinstance(agreed, bool) and agreed >= estimate.usd - 1e-9:
+            return None
+        return estimate
+
     async def generate(
-        self, spec: ModelSpec, arguments: Mapping[str, Any], on_progress: ProgressCallback | None = None
-    ) -> Job:
-        """Validate, price, journal and submit one job, then wait up to ``wait_seconds``."""
+        self,
+        spec: ModelSpec,
+        arguments: Mapping[str, Any],
+        on_progress: ProgressCallback | None = None,
+        *,
+        user_confirmed: bool = False,
+    ) -> Submission:
+        """Validate, price, journal and submit one job, then wait up to ``wait_seconds``.
+
+        Raises:
+            ConfirmationRequired: the price needs the user's agreement (``confirm_cost_usd``).
+        """
         arguments = dict(arguments)
-        wait = self.parse_wait(arguments.pop("wait_seconds", None))
-        values = validate_generate(spec, arguments)
+        wait = self.parse_wait(arguments.get("wait_seconds"))
+        new_take = _flag(arguments.get("new_take"), "new_take")
+        confirm = arguments.get("confirm_cost_usd")
+        if confirm is not None and (isinstance(confirm, bool) or not isinstance(confirm, int | float)):
+            raise InvalidRequest(
+                f"'confirm_cost_usd' must be a number of dollars; got {confirm!r}. {NOTHING_SENT}"
+            )
+        to_confirm = None if user_confirmed else self.price_to_confirm(spec, arguments)
+        values = validate_generate(spec, {k: v for k, v in arguments.items() if k not in SERVER_ARGUMENTS})
+        if to_confirm is not None:
+            threshold = self.settings.spend.confirm_above_usd or 0.0
+            raise ConfirmationRequired(
+                f"This {spec.slug} job costs about ${to_confirm.usd:.2f} ({to_confirm.basis}), above the "
+                f"${threshold:.2f} that needs the user's agreement. Nothing was sent. Ask the user; if they "
+                f"agree, call again with confirm_cost_usd={to_confirm.usd:.2f}."
+            )
         estimate = catalog_price(spec, values)
-        job = await self.runner.submit(spec, values, estimate)
-        if wait <= 0 or not job.is_live:
-            return job
-        return await self.runner.wait(job.id, wait, on_progress)
+        submission = await self.runner.submit(spec, values, estimate, new_take=new_take)
+        if wait <= 0 or not submission.job.is_live:
+            return submission
+        job = await self.runner.wait(submission.job.id, wait, on_progress)
+        return Submission(job, duplicate=submission.duplicate)
 
     async def get_result(
         self, job_id: str, wait_seconds: float | None, on_progress: ProgressCallback | None = None
@@ -119,10 +163,20 @@ class Core:
         """A job's journal row, after waiting up to ``wait_seconds`` for it to end."""
         wait = self.parse_wait(wait_seconds)
         job = self.store.get(job_id)
+        if job.status == "unconfirmed":
+            job = await self.runner.reconcile(job)
         if not job.is_live or wait <= 0:
             self.runner.follow(job)
             return job
         return await self.runner.wait(job_id, wait, on_progress)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"'{name}' must be true or false; got {value!r}. {NOTHING_SENT}")
+    return value
 
 
 def _sandboxed(settings: Settings, base_url: str) -> Settings:

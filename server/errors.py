@@ -3,6 +3,8 @@
     WanMcpError                     every failure this server reports on purpose
     ├── ConfigError                 a setting is missing or wrong (names the variable)
     ├── InvalidRequest              the caller's arguments are refused; nothing was sent
+    ├── SpendRefused                a cap or budget refuses the job; nothing was sent
+    ├── ConfirmationRequired        the user must agree to the price first
     ├── JobNotFound                 no job has that id
     ├── ProviderError(provider, status)
     │   ├── AuthError               the provider refused the key (401/403)
@@ -31,6 +33,14 @@ class ConfigError(WanMcpError):
 
 class InvalidRequest(WanMcpError):
     """The caller's arguments were refused before anything was sent or charged."""
+
+
+class SpendRefused(WanMcpError):
+    """A per-job cap or the budget refuses the job before anything is sent."""
+
+
+class ConfirmationRequired(WanMcpError):
+    """The price is above the confirmation threshold and the user has not agreed to it."""
 
 
 class JobNotFound(WanMcpError):

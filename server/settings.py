@@ -36,6 +36,18 @@ class PollPolicy(BaseModel):
     heartbeat: float = Field(default=5.0, gt=0)
 
 
+class SpendPolicy(BaseModel):
+    """Money rules, all enforced before a job is submitted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_job_usd: float | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_period_hours: float = Field(default=24.0, gt=0)
+    confirm_above_usd: float | None = Field(default=None, ge=0)
+    dedupe_hours: float = Field(default=24.0, ge=0)
+
+
 class Settings(BaseModel):
     """Everything the server needs to know about its environment."""
 
@@ -53,6 +65,7 @@ class Settings(BaseModel):
     default_wait_seconds: float = Field(default=DEFAULT_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
     http_timeout: float = Field(default=30.0, gt=0)
     poll: PollPolicy = PollPolicy()
+    spend: SpendPolicy = SpendPolicy()
 
     @property
     def videos_dir(self) -> Path:
@@ -105,6 +118,19 @@ class Settings(BaseModel):
                     f"WAN_MCP_POLL_INTERVAL must be a number of seconds; got {interval!r}."
                 ) from None
             values["poll"] = PollPolicy(interval=seconds, max_interval=max(seconds, 10.0))
+        spend: dict[str, float] = {}
+        for field, name in (
+            ("max_job_usd", "WAN_MCP_MAX_JOB_USD"),
+            ("budget_usd", "WAN_MCP_BUDGET_USD"),
+            ("confirm_above_usd", "WAN_MCP_CONFIRM_ABOVE_USD"),
+            ("dedupe_hours", "WAN_MCP_DEDUPE_HOURS"),
+        ):
+            if (raw := text(name)) is not None:
+                spend[field] = _amount(raw, name)
+        if (period := text("WAN_MCP_BUDGET_PERIOD")) is not None:
+            spend["budget_period_hours"] = _period_hours(period)
+        if spend:
+            values["spend"] = SpendPolicy.model_validate(spend)
         if models := text("WAN_MCP_MODELS"):
             values["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
         return cls.model_validate(values)
@@ -119,3 +145,33 @@ def _flag(value: str | None, name: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name} must be 1 or 0; got {value!r}.")
+
+
+def _amount(value: str, name: str) -> float:
+    try:
+        amount = float(value.removeprefix("$"))
+    except ValueError:
+        raise ConfigError(f"{name} must be a non-negative number such as 2.50; got {value!r}.") from None
+    if amount < 0 or amount != amount:
+        raise ConfigError(f"{name} must be a non-negative number such as 2.50; got {value!r}.")
+    return amount
+
+
+_PERIODS = {"hour": 1.0, "day": 24.0, "week": 24.0 * 7, "month": 24.0 * 30}
+
+
+def _period_hours(value: str) -> float:
+    """``day``/``week``/``month``/``hour``, or a number of hours or days: ``12h``, ``7d``."""
+    lowered = value.strip().lower()
+    if lowered in _PERIODS:
+        return _PERIODS[lowered]
+    unit = {"h": 1.0, "d": 24.0}.get(lowered[-1:])
+    try:
+        hours = float(lowered[:-1]) * unit if unit else float(lowered)
+    except ValueError:
+        hours = -1.0
+    if hours <= 0:
+        raise ConfigError(
+            f"WAN_MCP_BUDGET_PERIOD must be day, week, month, or a length such as 12h or 7d; got {value!r}."
+        )
+    return hours

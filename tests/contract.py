@@ -84,11 +84,13 @@ ENDPOINTS = {
     "wan22_i2v_flash": "/model/v1/generation",
 }
 
-TOOL_NAMES = sorted(
+CONTRACT_TOOLS = sorted(
     [f"{slug}_generate_video" for slug in PARAMS]
     + [f"{slug}_estimate_cost" for slug in PARAMS]
     + ["get_result"]
 )
+# The contract's eleven tools, plus the spend ledger the project adds.
+TOOL_NAMES = sorted([*CONTRACT_TOOLS, "list_jobs"])
 
 
 def bad_values(slug: str) -> list[tuple[str, Any]]:

@@ -42,7 +42,7 @@ def check_schema(tool_schema: dict[str, Any], slug: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_tools_list_has_eleven_tools_with_the_contract_bounds(client: Client) -> None:
+async def test_tools_list_has_the_contract_tools_with_their_bounds(client: Client) -> None:
     tools = (await client.list_tools()).tools
     assert sorted(t.name for t in tools) == TOOL_NAMES
     by_name = {t.name: t for t in tools}
@@ -65,7 +65,12 @@ async def test_models_setting_registers_only_the_named_models(tmp_path: Path, em
     settings = make_settings(tmp_path, models=("wan22_i2v_flash",))
     async with Client(build_server(settings, transport=emulator.transport())) as c:
         names = sorted(t.name for t in (await c.list_tools()).tools)
-    assert names == ["get_result", "wan22_i2v_flash_estimate_cost", "wan22_i2v_flash_generate_video"]
+    assert names == [
+        "get_result",
+        "list_jobs",
+        "wan22_i2v_flash_estimate_cost",
+        "wan22_i2v_flash_generate_video",
+    ]
 
 
 @pytest.mark.anyio

@@ -9,22 +9,24 @@ parameter and its allowed values; the SDK's generic validation is bypassed for t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from mcp.server.mcpserver import Context
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
+from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.types import CallToolResult, ToolAnnotations
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from server.catalog import ModelSpec
 from server.catalog.params import input_schema
 from server.core import Core
-from server.errors import WanMcpError
+from server.errors import InvalidRequest, WanMcpError
 from server.jobs.runner import ProgressCallback
+from server.ledger import STATUSES, build_ledger, parse_since
 from server.settings import MAX_WAIT_SECONDS, Settings
-from tools.results import estimate_result, job_result
+from tools.results import estimate_result, job_result, ledger_result
 
 AppContext = Context[Core, Any]
 
@@ -59,6 +61,31 @@ def wait_schema(settings: Settings) -> dict[str, Any]:
     }
 
 
+class SpendConfirmation(BaseModel):
+    """What the user is asked before an expensive job."""
+
+    approve: bool = Field(description="Pay for this video?")
+
+
+def server_parameters(settings: Settings) -> dict[str, Any]:
+    """The generate tool's own parameters, beside the model's."""
+    params: dict[str, Any] = {
+        "wait_seconds": wait_schema(settings),
+        "new_take": {
+            "type": "boolean",
+            "default": False,
+            "description": "true: pay for a new take even if the same request was made recently.",
+        },
+    }
+    if settings.spend.confirm_above_usd is not None:
+        params["confirm_cost_usd"] = {
+            "type": "number",
+            "minimum": 0,
+            "description": "The price the user agreed to, when the server asks for confirmation.",
+        }
+    return params
+
+
 def _catalog_tool(
     fn: Callable[..., Awaitable[CallToolResult]],
     *,
@@ -77,13 +104,47 @@ def _catalog_tool(
 def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
     """``<slug>_generate_video``."""
 
-    async def generate_video(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
-        core = core_of(ctx)
+    async def ask_to_confirm(arguments: dict[str, Any], ctx: AppContext) -> Elicit[SpendConfirmation] | str:
         try:
-            job = await core.generate(spec, arguments, progress_reporter(ctx))
+            estimate = core_of(ctx).price_to_confirm(spec, arguments)
+        except WanMcpError:
+            return "invalid arguments: the tool reports them"
+        if estimate is None:
+            return "not needed"
+        capabilities = ctx.client_capabilities
+        if capabilities is None or capabilities.elicitation is None:
+            return "client cannot ask"
+        return Elicit(
+            f"Generate a video with {spec.title} for about ${estimate.usd:.2f}? ({estimate.basis})",
+            SpendConfirmation,
+        )
+
+    async def generate_video(
+        arguments: dict[str, Any],
+        ctx: AppContext,
+        confirmation: Annotated[ElicitationResult[SpendConfirmation], Resolve(ask_to_confirm)],
+    ) -> CallToolResult:
+        core = core_of(ctx)
+        declined = ToolError(
+            "The user did not agree to the price, so nothing was sent and nothing was charged."
+        )
+        if not isinstance(confirmation, AcceptedElicitation):
+            raise declined
+        # The user's answer when they were asked; otherwise the resolver's note of why not.
+        answer = cast(object, confirmation.data)
+        approved = isinstance(answer, SpendConfirmation) and answer.approve
+        if isinstance(answer, SpendConfirmation) and not approved:
+            raise declined
+        try:
+            submission = await core.generate(spec, arguments, progress_reporter(ctx), user_confirmed=approved)
         except WanMcpError as exc:
             raise ToolError(str(exc)) from exc
-        return job_result(job, core)
+        return job_result(submission.job, core, duplicate=submission.duplicate)
+
+    # Set after the fact: the resolver is a local function, which a string annotation can't name.
+    generate_video.__annotations__["confirmation"] = Annotated[
+        ElicitationResult[SpendConfirmation], Resolve(ask_to_confirm)
+    ]
 
     durations = spec.params["duration"]
     lengths = (
@@ -100,7 +161,7 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
             f"{spec.slug}_estimate_cost first. Waits up to wait_seconds, then returns job_id and status; "
             "finish with get_result."
         ),
-        schema=input_schema(spec, spec.param, {"wait_seconds": wait_schema(settings)}),
+        schema=input_schema(spec, spec.param, server_parameters(settings)),
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
         ),
@@ -149,12 +210,69 @@ async def get_result(
     return job_result(job, core)
 
 
+def list_jobs_tool(models: list[ModelSpec]) -> Tool:
+    """``list_jobs``: recent jobs with a spend summary."""
+    slugs = [m.slug for m in models]
+
+    async def list_jobs(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
+        core = core_of(ctx)
+        try:
+            filters = _list_filters(arguments, slugs)
+            ledger = build_ledger(core.store, core.settings.spend, **filters)
+        except WanMcpError as exc:
+            raise ToolError(str(exc)) from exc
+        return ledger_result(ledger, core)
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": list(STATUSES), "description": "Only jobs in this state."},
+            "model": {"type": "string", "enum": slugs, "description": "Only this model's jobs."},
+            "since": {
+                "type": "string",
+                "description": "A length back from now (24h, 7d, 2w) or an ISO date.",
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20},
+        },
+        "additionalProperties": False,
+    }
+    return _catalog_tool(
+        list_jobs,
+        name="list_jobs",
+        title="List video jobs and spend",
+        description="Recent video jobs (newest first) with estimated and reported cost, totals per day and "
+        "model, and the budget left.",
+        schema=schema,
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+
+
+def _list_filters(arguments: dict[str, Any], slugs: list[str]) -> dict[str, Any]:
+    unknown = set(arguments) - {"status", "model", "since", "limit"}
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown parameter(s) {', '.join(sorted(unknown))}; use status, model, since, limit."
+        )
+    status, model, limit = arguments.get("status"), arguments.get("model"), arguments.get("limit", 20)
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest(f"'status' must be one of {', '.join(STATUSES)}; got {status!r}.")
+    if model is not None and model not in slugs:
+        raise InvalidRequest(f"'model' must be one of {', '.join(slugs)}; got {model!r}.")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 200:
+        raise InvalidRequest(f"'limit' must be an integer from 1 to 200; got {limit!r}.")
+    since = arguments.get("since")
+    if since is not None and not isinstance(since, str):
+        raise InvalidRequest(f"'since' must be text such as 24h or 2026-11-01; got {since!r}.")
+    return {"status": status, "model": model, "since": parse_since(since), "limit": limit}
+
+
 def build_tools(models: list[ModelSpec], settings: Settings) -> list[Tool]:
     """Every tool for the enabled models, in catalog order, then get_result."""
     tools: list[Tool] = []
     for spec in models:
         tools.append(generate_tool(spec, settings))
         tools.append(estimate_tool(spec))
+    tools.append(list_jobs_tool(models))
     tools.append(
         Tool.from_function(
             get_result,

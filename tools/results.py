@@ -10,6 +10,7 @@ from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent
 from server.core import Core, EstimateResult
 from server.jobs.runner import describe_progress
 from server.jobs.store import Job
+from server.ledger import Ledger, ledger_summary
 
 JOB_URI = "wan-video://jobs/{job_id}"
 JOBS_URI = "wan-video://jobs"
@@ -74,11 +75,18 @@ def next_step(job: Job) -> str:
             )
 
 
-def job_result(job: Job, core: Core) -> CallToolResult:
-    """A generate or get_result answer."""
+def job_result(job: Job, core: Core, *, duplicate: bool = False) -> CallToolResult:
+    """A generate or get_result answer; ``duplicate`` when a generate call was answered with an
+    earlier job because it repeated that job's request."""
     record = job_record(job, core)
     sandbox = " [sandbox: emulated provider, no cost]" if job.sandbox else ""
     text = f"Job {job.id} ({job.model}) is {job.status}.{sandbox} {next_step(job)}"
+    if duplicate:
+        record["duplicate_of_earlier_request"] = True
+        text = (
+            f"This request repeats job {job.id}, so it was not paid for again (even with seed -1). "
+            "For a different take, call again with new_take=true. " + text
+        )
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     if job.status == "completed":
         content.append(
@@ -116,6 +124,30 @@ def estimate_result(result: EstimateResult) -> CallToolResult:
     if result.note:
         text += f" {result.note}"
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=record)
+
+
+def ledger_result(ledger: Ledger, core: Core) -> CallToolResult:
+    """A list_jobs answer: short job records and the spend summary."""
+    jobs = [
+        {
+            key: value
+            for key, value in job_record(job, core).items()
+            if key
+            in ("job_id", "model", "status", "created_at", "estimate_usd", "cost_usd", "video_url", "error")
+        }
+        for job in ledger.jobs
+    ]
+    summary = ledger_summary(ledger)
+    total = summary["total"]
+    text = (
+        f"{total['jobs']} job(s) match; showing {len(jobs)}. Charged (reported cost, else estimate): "
+        f"${total['charged_usd']:.2f}."
+    )
+    if ledger.budget is not None:
+        text += f" Budget left: ${ledger.budget['left_usd']:.2f} of ${ledger.budget['budget_usd']:.2f}."
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content={"jobs": jobs, "summary": summary}
+    )
 
 
 def _iso(timestamp: float) -> str:

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -26,6 +27,7 @@ from server.errors import (
     ProviderError,
     RateLimited,
     Rejected,
+    SpendRefused,
     Unavailable,
 )
 from server.jobs.store import Job, JobStore, new_job_id
@@ -37,6 +39,19 @@ from server.settings import Settings
 log = logging.getLogger("wan_video_mcp.jobs")
 
 ProgressCallback = Callable[[float, str], Awaitable[None]]
+# A lost submission is looked for among the provider's jobs created in this window around ours.
+RECONCILE_BEFORE = 60.0
+RECONCILE_AFTER = 600.0
+# Only after this long is "the provider has no such job" taken as final.
+RECONCILE_GRACE = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The job a generate call is answered with; ``duplicate`` when it is an earlier one."""
+
+    job: Job
+    duplicate: bool
 
 
 def request_hash(model: str, params: Mapping[str, Any]) -> str:
@@ -140,44 +155,64 @@ class JobRunner:
 
     # --- submit -------------------------------------------------------------------------
 
-    async def submit(self, spec: ModelSpec, values: Mapping[str, Any], estimate: Estimate) -> Job:
+    async def submit(
+        self, spec: ModelSpec, values: Mapping[str, Any], estimate: Estimate, *, new_take: bool = False
+    ) -> Submission:
         """Journal the job, then submit it exactly once.
 
-        The submit runs shielded from the caller's cancellation: a client that gives up
-        mid-request must not leave a job the provider created but the journal doesn't know.
+        An identical request (same model, arguments and image bytes) made within the dedupe
+        window returns the earlier job instead, unless ``new_take``. The caps are checked and the
+        budget reserved in the same transaction that writes the row. The submit runs shielded
+        from the caller's cancellation: a client that gives up mid-request must not leave a job
+        the provider created but the journal doesn't know.
 
         Raises:
-            ConfigError, InvalidRequest: before anything is written or sent.
+            ConfigError, InvalidRequest, SpendRefused: before anything is written or sent.
             ProviderError: the provider refused it; the row records the refusal.
         """
         provider = self.provider_for(spec)
         provider.require_key()
+        spend = self._settings.spend
+        if spend.max_job_usd is not None and estimate.usd > spend.max_job_usd + 1e-9:
+            raise SpendRefused(
+                f"This job costs about ${estimate.usd:.2f} ({estimate.source}), above the per-job cap of "
+                f"${spend.max_job_usd:.2f}. Nothing was sent. Choose a shorter or lower-resolution video, a "
+                "cheaper model, or raise WAN_MCP_MAX_JOB_USD."
+            )
         prepared = await self._media.prepare_images(spec, values)
         body = build_body(spec, prepared.values)
         now = time.time()
-        job = self._store.insert(
-            Job(
-                id=new_job_id(spec.slug),
-                model=spec.slug,
-                provider=spec.provider,
-                status="queued",
-                submit_state="pending",
-                params=prepared.journal_values,
-                request_hash=request_hash(spec.slug, prepared.journal_values),
-                created_at=now,
-                updated_at=now,
-                estimate_usd=estimate.usd,
-                estimate_source=estimate.source,
-                sandbox=self._settings.sandbox,
-                notes=tuple(prepared.notes),
-            )
+        candidate = Job(
+            id=new_job_id(spec.slug),
+            model=spec.slug,
+            provider=spec.provider,
+            status="queued",
+            submit_state="pending",
+            params=prepared.journal_values,
+            request_hash=request_hash(spec.slug, body),
+            created_at=now,
+            updated_at=now,
+            estimate_usd=estimate.usd,
+            estimate_source=estimate.source,
+            sandbox=self._settings.sandbox,
+            notes=tuple(prepared.notes),
         )
+        job = self._store.insert_checked(
+            candidate,
+            budget_usd=spend.budget_usd,
+            budget_since=now - spend.budget_period_hours * 3600,
+            duplicate_since=None if new_take or spend.dedupe_hours <= 0 else now - spend.dedupe_hours * 3600,
+        )
+        if job.id != candidate.id:
+            log.info("request for %s repeats %s; not submitted again", spec.slug, job.id)
+            self.follow(job)
+            return Submission(job, duplicate=True)
         with anyio.CancelScope(shield=True):
             job = await self._submit_once(job, provider, spec, body)
         if job.provider_job_id is not None:
             log.info("submitted %s as %s/%s", job.id, spec.provider, job.provider_job_id)
             self.follow(job)
-        return job
+        return Submission(job, duplicate=False)
 
     async def _submit_once(self, job: Job, provider: Provider, spec: ModelSpec, body: dict[str, Any]) -> Job:
         try:
@@ -211,6 +246,59 @@ class JobRunner:
             submitted_at=now,
             **self._status_changes(job, submitted.status, now),
         )
+
+    async def reconcile(self, job: Job) -> Job:
+        """Look for an unconfirmed submission at the provider and adopt it if exactly one matches."""
+        if job.status != "unconfirmed" or job.provider_job_id is not None:
+            return job
+        spec = self._models.get(job.model)
+        provider = self._providers.get(job.provider)  # type: ignore[call-overload]
+        if spec is None or provider is None:
+            return job
+        try:
+            found = await provider.find_submissions(
+                spec, job.created_at - RECONCILE_BEFORE, job.created_at + RECONCILE_AFTER
+            )
+        except (ProviderError, ConfigError) as exc:
+            return self._update(job.id, last_error=f"Could not look the job up at the provider: {exc}")
+        if found is None:
+            return job
+        known = {
+            j.provider_job_id
+            for j in self._store.select(
+                "model = ? AND provider_job_id IS NOT NULL", (job.model,), limit=10_000
+            )
+        }
+        candidates = [i for i in found if i not in known]
+        if len(candidates) == 1:
+            job = self._update(
+                job.id,
+                provider_job_id=candidates[0],
+                submit_state="accepted",
+                status="queued",
+                error=None,
+                submitted_at=job.created_at,
+                notes=(*job.notes, "The lost submission was found in the provider's history and adopted."),
+            )
+            log.info("reconciled %s with provider job %s", job.id, candidates[0])
+            self.follow(job)
+            return job
+        if not candidates and time.time() - job.created_at > RECONCILE_GRACE:
+            return self._update(
+                job.id,
+                status="failed",
+                submit_state="refused",
+                finished_at=time.time(),
+                error="The provider has no record of this submission, so it was never created and nothing "
+                "was charged. Submit it again if you still want it.",
+            )
+        if len(candidates) > 1:
+            return self._update(
+                job.id,
+                last_error=f"{len(candidates)} jobs of this model at the provider could be this one "
+                f"({', '.join(candidates[:5])}); it was left unconfirmed rather than guess.",
+            )
+        return job
 
     # --- polling ------------------------------------------------------------------------
 

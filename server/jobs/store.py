@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from server.errors import JobNotFound
+from server.errors import JobNotFound, SpendRefused
 
 Status = Literal["queued", "running", "completed", "failed", "unconfirmed"]
 SubmitState = Literal["pending", "accepted", "refused", "unknown"]
@@ -159,6 +159,59 @@ class JobStore:
             )
         return job
 
+    def insert_checked(
+        self,
+        job: Job,
+        *,
+        budget_usd: float | None,
+        budget_since: float,
+        duplicate_since: float | None,
+    ) -> Job:
+        """Insert ``job`` unless an identical request is already journaled or the budget is spent.
+
+        The duplicate check, the budget check and the insert are one ``BEGIN IMMEDIATE``
+        transaction, so concurrent calls (in this process or another one sharing the file)
+        cannot race past either.
+
+        Returns:
+            ``job`` as inserted, or the earlier job with the same request (nothing inserted).
+
+        Raises:
+            SpendRefused: the job's estimate does not fit in what is left of the budget.
+        """
+        row = _to_row(job)
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._tx() as db:
+            if duplicate_since is not None:
+                earlier = db.execute(
+                    "SELECT * FROM jobs WHERE request_hash = ? AND created_at >= ? "
+                    "AND status IN ('queued', 'running', 'completed', 'unconfirmed') "
+                    "ORDER BY created_at DESC LIMIT 1",
+                    (job.request_hash, duplicate_since),
+                ).fetchone()
+                if earlier is not None:
+                    return _from_row(earlier)
+            if budget_usd is not None:
+                spent = _spent(db, budget_since)
+                price = job.estimate_usd or 0.0
+                if spent + price > budget_usd + 1e-9:
+                    left = max(budget_usd - spent, 0.0)
+                    raise SpendRefused(
+                        f"This job costs about ${price:.2f}, but only ${left:.2f} of the ${budget_usd:.2f} "
+                        f"budget is left (${spent:.2f} spent in the current period). Nothing was sent. Raise "
+                        "WAN_MCP_BUDGET_USD, wait for the period to roll over, or pick a cheaper setting."
+                    )
+            db.execute(
+                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608
+                [row[c] for c in _COLUMNS],
+            )
+        return job
+
+    def spent_since(self, since: float) -> float:
+        """USD that may have been charged for jobs created since ``since``."""
+        with self._lock:
+            return _spent(self._db, since)
+
     def update(self, job_id: str, **changes: Any) -> Job:
         """Apply ``changes`` to one row and return the new row."""
         unknown = set(changes) - set(_COLUMNS)
@@ -201,6 +254,17 @@ class JobStore:
 
     def recent(self, limit: int = 20) -> list[Job]:
         return self.select(limit=limit)
+
+
+def _spent(db: sqlite3.Connection, since: float) -> float:
+    # Anything that may have reached the provider counts: the reported cost when known, else the
+    # estimate. A job the provider refused, or that never left, costs nothing.
+    value = db.execute(
+        "SELECT COALESCE(SUM(COALESCE(cost_usd, estimate_usd, 0)), 0) FROM jobs "
+        "WHERE created_at >= ? AND submit_state IN ('pending', 'accepted', 'unknown')",
+        (since,),
+    ).fetchone()[0]
+    return float(value)
 
 
 def _one(db: sqlite3.Connection, job_id: str) -> Job:

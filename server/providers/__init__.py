@@ -57,6 +57,10 @@ class Provider(Protocol):
         """Read a job's status (retried on 429, 5xx and transport errors)."""
         ...
 
+    async def find_submissions(self, spec: ModelSpec, after: float, before: float) -> list[str] | None:
+        """Ids of this model's jobs created between two times (``None``: no way to look)."""
+        ...
+
     async def quote(self, spec: ModelSpec, body: dict[str, Any]) -> float | None:
         """The provider's own price for this request, when it offers one."""
         ...

@@ -182,6 +182,9 @@ class VtrixProvider:
             raise Unavailable("Vtrix answered the status request without a status.", provider=self.name)
         return parse_task(payload)
 
+    async def find_submissions(self, spec: ModelSpec, after: float, before: float) -> list[str] | None:
+        return None  # Vtrix documents no task listing.
+
     async def quote(self, spec: ModelSpec, body: dict[str, Any]) -> float | None:
         return None  # Vtrix documents no price endpoint.
 

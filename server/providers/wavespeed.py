@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -137,6 +138,35 @@ class WaveSpeedProvider:
         _check_envelope(payload, "report the job's status")
         return parse_prediction(payload)
 
+    async def find_submissions(self, spec: ModelSpec, after: float, before: float) -> list[str] | None:
+        # The prediction history covers the last 7 days, newest first, 100 items a page.
+        payload = await send_idempotent(
+            self._client,
+            "POST",
+            f"{self._base}/api/v3/predictions",
+            provider=self.name,
+            what="list recent predictions",
+            policy=self._settings.poll,
+            headers=self._headers(),
+            json_body={
+                "page": 1,
+                "page_size": 100,
+                "model": spec.model_id,
+                "created_after": _iso(after),
+                "created_before": _iso(before),
+            },
+        )
+        _check_envelope(payload, "list recent predictions")
+        items = as_list((as_dict(payload.get("data")) or {}).get("items"))
+        found: list[str] = []
+        for item in map(as_dict, items):
+            if item is None:
+                continue
+            job_id, model = item.get("id"), item.get("model")
+            if isinstance(job_id, str) and job_id and model in (None, spec.model_id):
+                found.append(job_id)
+        return found
+
     async def quote(self, spec: ModelSpec, body: dict[str, Any]) -> float | None:
         payload = await send_idempotent(
             self._client,
@@ -171,3 +201,7 @@ class WaveSpeedProvider:
         _check_envelope(payload, "report the balance")
         balance = (as_dict(payload.get("data", payload)) or {}).get("balance")
         return f"key accepted; balance ${balance:.2f}" if isinstance(balance, int | float) else "key accepted"
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
