@@ -48,6 +48,17 @@ class SpendPolicy(BaseModel):
     dedupe_hours: float = Field(default=24.0, ge=0)
 
 
+class HttpPolicy(BaseModel):
+    """Who may talk to the Streamable HTTP transport."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token: SecretStr | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+
 class Settings(BaseModel):
     """Everything the server needs to know about its environment."""
 
@@ -66,6 +77,7 @@ class Settings(BaseModel):
     http_timeout: float = Field(default=30.0, gt=0)
     poll: PollPolicy = PollPolicy()
     spend: SpendPolicy = SpendPolicy()
+    http: HttpPolicy = HttpPolicy()
 
     @property
     def videos_dir(self) -> Path:
@@ -131,6 +143,19 @@ class Settings(BaseModel):
             spend["budget_period_hours"] = _period_hours(period)
         if spend:
             values["spend"] = SpendPolicy.model_validate(spend)
+        http: dict[str, object] = {}
+        if token := secret("WAN_MCP_HTTP_TOKEN"):
+            http["token"] = token
+        for field, name in (
+            ("allowed_hosts", "WAN_MCP_HTTP_ALLOWED_HOSTS"),
+            ("allowed_origins", "WAN_MCP_HTTP_ALLOWED_ORIGINS"),
+        ):
+            if raw := text(name):
+                http[field] = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if raw := text("WAN_MCP_HTTP_MAX_BODY_MB"):
+            http["max_body_bytes"] = int(_amount(raw, "WAN_MCP_HTTP_MAX_BODY_MB") * 1024 * 1024)
+        if http:
+            values["http"] = HttpPolicy.model_validate(http)
         if models := text("WAN_MCP_MODELS"):
             values["models"] = tuple(m.strip() for m in models.split(",") if m.strip())
         return cls.model_validate(values)

@@ -46,8 +46,19 @@ class MaybeSent(Unavailable):
     """The request may have reached the provider; its answer was lost or unreadable."""
 
 
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Make ``scrub`` cut this value (an API key) wherever it appears."""
+    if len(value) >= 6:
+        _SECRETS.add(value)
+
+
 def scrub(text: str, limit: int = 300) -> str:
-    """Provider text made safe for a message: no bearer tokens, no signatures, bounded length."""
+    """Provider text made safe for a message: no keys, no bearer tokens, no signatures, bounded."""
+    for secret in _SECRETS:
+        text = text.replace(secret, "[redacted]")
     cleaned = _SECRETISH.sub(lambda m: (m.group(1) or m.group(2) or "") + "[redacted]", text)
     cleaned = " ".join(cleaned.split())
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
