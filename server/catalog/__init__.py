@@ -19,6 +19,9 @@ from server.errors import ConfigError
 
 ParamKind = Literal["image", "text", "int", "number", "choice", "bool", "loras"]
 ProviderName = Literal["wavespeed", "vtrix"]
+# Pillow's names for the formats a provider may document (MPO, a phone's multi-picture JPEG, is JPEG).
+ImageFormat = Literal["JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF"]
+MIB = 1024 * 1024
 Scalar = int | float | str | bool
 
 LORA_SCALE_MIN = 0.0
@@ -118,6 +121,42 @@ class ParamSpec(_Frozen):
         return isinstance(value, str)
 
 
+class ImageLimits(_Frozen):
+    """What a model's provider documents about input images; checked before anything is paid.
+
+    ``min_side``/``max_side`` bound the width and the height in pixels (None: not documented).
+    ``alpha`` False refuses any image with an alpha channel or transparency.
+    """
+
+    formats: tuple[ImageFormat, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+    min_side: int | None = Field(default=None, gt=0)
+    max_side: int | None = Field(default=None, gt=0)
+    max_mib: float = Field(default=20, gt=0)
+    alpha: bool = True
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_mib * MIB)
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageLimits:
+        if not self.formats:
+            raise ValueError("an image needs at least one allowed format")
+        if self.min_side is not None and self.max_side is not None and self.min_side > self.max_side:
+            raise ValueError("image min_side must not exceed max_side")
+        return self
+
+    def describe(self) -> str:
+        """The limits in words, for messages and tool descriptions."""
+        parts = ["/".join(self.formats)]
+        if self.min_side is not None or self.max_side is not None:
+            parts.append(f"{self.min_side or 1}-{self.max_side or 'any'} px a side")
+        parts.append(f"at most {_show(self.max_mib)} MB")
+        if not self.alpha:
+            parts.append("no alpha channel")
+        return ", ".join(parts)
+
+
 class PriceRow(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -148,6 +187,7 @@ class ModelSpec(_Frozen):
     blurb: str
     typical_seconds: float = Field(gt=0)
     body: dict[str, str] = Field(default_factory=dict[str, str])
+    image: ImageLimits = ImageLimits()
     param: tuple[ParamSpec, ...]
     price: PriceSpec
 
