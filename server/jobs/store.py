@@ -63,6 +63,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_request ON jobs(request_hash);
     """,
     "ALTER TABLE jobs ADD COLUMN notes TEXT NOT NULL DEFAULT '[]'",
+    # Images uploaded to a provider, by content, so the same bytes go up once.
+    """
+    CREATE TABLE uploads (
+        sha256 TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        url TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (sha256, origin)
+    )
+    """,
 )
 
 
@@ -254,6 +264,23 @@ class JobStore:
 
     def recent(self, limit: int = 20) -> list[Job]:
         return self.select(limit=limit)
+
+    def find_upload(self, sha256: str, origin: str, since: float) -> str | None:
+        """The URL of bytes with this digest uploaded to ``origin`` at or after ``since``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT url FROM uploads WHERE sha256 = ? AND origin = ? AND created_at >= ?",
+                (sha256, origin, since),
+            ).fetchone()
+        return None if row is None else str(row["url"])
+
+    def remember_upload(self, sha256: str, origin: str, url: str, at: float) -> None:
+        """Record (or refresh) the URL of bytes with this digest uploaded to ``origin``."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO uploads (sha256, origin, url, created_at) VALUES (?, ?, ?, ?)",
+                (sha256, origin, url, at),
+            )
 
 
 def _spent(db: sqlite3.Connection, since: float) -> float:
