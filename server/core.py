@@ -22,7 +22,7 @@ from server.catalog.pricing import Estimate, catalog_price, round_usd
 from server.errors import ConfirmationRequired, InvalidRequest, ProviderError, WanMcpError
 from server.jobs.runner import JobRunner, ProgressCallback, Submission
 from server.jobs.store import Job, JobStore
-from server.media import MediaService
+from server.media import FIX_IMAGE, MediaService
 from server.providers import build_providers
 from server.settings import MAX_WAIT_SECONDS, Settings
 
@@ -30,7 +30,7 @@ log = logging.getLogger("wan_video_mcp")
 
 SANDBOX_KEY = "sandbox-key"
 # Arguments of a generate call that are the server's own, not the model's.
-SERVER_ARGUMENTS = frozenset({"wait_seconds", "new_take", "confirm_cost_usd"})
+SERVER_ARGUMENTS = frozenset({"wait_seconds", "new_take", "confirm_cost_usd", FIX_IMAGE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +136,7 @@ class Core:
         arguments = dict(arguments)
         wait = self.parse_wait(arguments.get("wait_seconds"))
         new_take = _flag(arguments.get("new_take"), "new_take")
+        fix_image = _flag(arguments.get(FIX_IMAGE), FIX_IMAGE)
         confirm = arguments.get("confirm_cost_usd")
         if confirm is not None and (isinstance(confirm, bool) or not isinstance(confirm, int | float)):
             raise InvalidRequest(
@@ -151,6 +152,7 @@ class Core:
                 f"agree, call again with confirm_cost_usd={to_confirm.usd:.2f}."
             )
         estimate = catalog_price(spec, values)
+        values[FIX_IMAGE] = fix_image
         submission = await self.runner.submit(spec, values, estimate, new_take=new_take)
         if wait <= 0 or not submission.job.is_live:
             return submission
@@ -224,7 +226,7 @@ async def open_core(
             store=store,
             providers=build_providers(settings, client),
             models=models,
-            media=MediaService(settings, client),
+            media=MediaService(settings, client, store),
             task_group=task_group,
         )
         resumed = runner.resume()

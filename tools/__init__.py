@@ -76,6 +76,14 @@ def server_parameters(settings: Settings) -> dict[str, Any]:
             "default": False,
             "description": "true: pay for a new take even if the same request was made recently.",
         },
+        "fix_image": {
+            "type": "boolean",
+            "default": False,
+            "description": (
+                "true: if an image breaks the model's limits, flatten transparency, rescale and "
+                "re-encode it (the result's notes say what changed) instead of refusing."
+            ),
+        },
     }
     if settings.spend.confirm_above_usd is not None:
         params["confirm_cost_usd"] = {

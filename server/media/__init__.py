@@ -1,20 +1,33 @@
-"""Media in and out: image inputs made ready for a provider, finished videos archived."""
+"""Media in and out: image inputs made ready for a provider, finished videos archived.
+
+An image argument is an ``https://`` URL (passed on as it is; never fetched here), a ``data:`` URI
+or a local file inside ``WAN_MCP_ALLOWED_DIRS``. The last two are decoded and held to the model's
+documented limits (``[model.image]`` in the catalog) before anything is paid; with ``fix_image``
+what can be fixed is fixed and said in the job's notes. Vtrix then gets a data: URI; WaveSpeed,
+which does not document base64 inputs for Wan, gets the URL of an upload.
+"""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 
 from server.catalog import ModelSpec
-from server.errors import InvalidRequest
-from server.jobs.store import Job
+from server.jobs.store import Job, JobStore
+from server.media.archive import Archiver
+from server.media.fetch import Resolver, UrlPolicy
+from server.media.images import ReadyImage, check_image, decode_data_uri, read_local, refuse
+from server.media.uploads import WaveSpeedUploads
 from server.settings import Settings
+
+FIX_IMAGE = "fix_image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,48 +56,81 @@ def journal_form(value: str) -> str:
 
 
 class MediaService:
-    """Image inputs and video outputs for the job runner."""
+    """Image inputs and video outputs for the job runner.
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+    ``store`` remembers uploads so the same bytes go up once a day; ``resolver`` replaces the
+    system DNS resolver for the download rule (tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: httpx.AsyncClient,
+        store: JobStore | None = None,
+        *,
+        resolver: Resolver | None = None,
+    ) -> None:
         self._settings = settings
         self._client = client
+        self._policy = UrlPolicy.from_settings(settings, resolver)
+        self._uploads = WaveSpeedUploads(settings, client, store, self._policy)
+        self._archiver = Archiver(settings, client, self._policy)
 
     async def prepare_images(self, spec: ModelSpec, values: Mapping[str, Any]) -> PreparedInputs:
-        """Check every image argument and turn it into a URL or data: URI for the provider."""
-        ready = dict(values)
-        journal = dict(values)
-        for param in spec.param:
-            if param.kind != "image" or values.get(param.name) is None:
-                continue
-            raw = str(values[param.name]).strip()
-            ready[param.name] = self._image_reference(param.name, raw)
-            journal[param.name] = journal_form(raw)
-        return PreparedInputs(values=ready, journal_values=journal)
+        """Check every image argument and turn it into a URL or data: URI for the provider.
 
-    def _image_reference(self, name: str, raw: str) -> str:
-        if raw.startswith("https://") or raw.startswith("data:"):
-            return raw
-        if raw.startswith("http://"):
-            raise InvalidRequest(
-                f"'{name}' must be an https:// URL, a data: URI or a local file; got an http:// URL."
-            )
-        path = Path(raw).expanduser().resolve()
-        roots = [r.expanduser().resolve() for r in self._settings.allowed_dirs]
-        if not any(path.is_relative_to(root) for root in roots):
-            raise InvalidRequest(
-                f"'{name}' is a local path outside the folders this server may read; move the file into "
-                "one of WAN_MCP_ALLOWED_DIRS or pass an https:// URL."
-            )
-        if not path.is_file():
-            raise InvalidRequest(
-                f"'{name}' is not an https:// URL, a data: URI or an existing local file: {raw[:80]!r}."
-            )
-        data = path.read_bytes()
-        mime = {".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp"}.get(
-            path.suffix.lower(), "image/jpeg"
-        )
-        return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        Every image is checked before any is uploaded, so a refusal sends nothing at all.
+
+        Raises:
+            InvalidRequest: an image is unreadable, outside the allowed folders or the model's
+                limits (and ``fix_image`` was not set or could not fix it).
+            ProviderError, ConfigError: an upload failed; no job was created.
+        """
+        fix = bool(values.get(FIX_IMAGE, False))
+        ready = {k: v for k, v in values.items() if k != FIX_IMAGE}
+        journal = dict(ready)
+        checked: dict[str, ReadyImage] = {}
+        for param in spec.param:
+            if param.kind != "image" or ready.get(param.name) is None:
+                continue
+            raw = str(ready[param.name]).strip()
+            journal[param.name] = journal_form(raw)
+            ready[param.name] = raw
+            if raw.startswith("https://"):
+                continue
+            checked[param.name] = await self._check(spec, param.name, raw, fix)
+        notes = [f"{name}: {'; '.join(image.changes)}." for name, image in checked.items() if image.changes]
+        for name, image in checked.items():
+            ready[name] = await self._deliver(spec, image)
+        return PreparedInputs(values=ready, journal_values=journal, notes=notes)
+
+    async def _check(self, spec: ModelSpec, name: str, raw: str, fix: bool) -> ReadyImage:
+        limits = spec.image
+        if raw.lower().startswith("http://"):
+            raise refuse(name, "is an http:// URL; give an https:// URL, a data: URI or a local file.")
+        if raw.startswith("data:"):
+            data = await anyio.to_thread.run_sync(partial(decode_data_uri, name, raw, limits, fix))
+        else:
+            roots = self._settings.allowed_dirs
+            data = await anyio.to_thread.run_sync(partial(read_local, name, raw, roots, limits, fix))
+        return await anyio.to_thread.run_sync(partial(check_image, name, data, limits, spec.slug, fix))
+
+    async def _deliver(self, spec: ModelSpec, image: ReadyImage) -> str:
+        if spec.provider == "vtrix":
+            return image.data_uri()
+        return await self._uploads.upload(image.data, image.mime, image.extension)
 
     async def archive(self, job: Job, spec: ModelSpec | None) -> Archived | None:
-        """Download the finished video (not yet: the provider URL is returned as is)."""
-        return None
+        """Download, verify and keep the finished video with its poster frame and sidecar.
+
+        Raises:
+            FetchError, VideoError: nothing was kept under the final name; the runner completes
+                the job with its provider URL and a warning.
+        """
+        if job.video_url is None:
+            return None
+        saved = await self._archiver.save(job, spec)
+        return Archived(video_path=saved.video, poster_path=str(saved.poster))
+
+
+__all__ = ["FIX_IMAGE", "Archived", "MediaService", "PreparedInputs", "journal_form"]
