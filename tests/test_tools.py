@@ -116,7 +116,7 @@ async def test_generate_completes_with_progress_and_get_result_agrees(
     values = [p for p, _, _ in progress.events]
     assert values == sorted(values)
     links = [b for b in result.content if isinstance(b, ResourceLink)]
-    assert len(links) == 1
+    assert [link.mime_type for link in links] == ["application/json", "video/mp4"]
     again = structured(await client.call_tool("get_result", {"job_id": record["job_id"]}))
     assert again["video_url"] == record["video_url"]
     assert again["status"] == "completed"

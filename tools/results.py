@@ -1,23 +1,37 @@
-"""What a job looks like to an agent: structured content, a short text, a resource link."""
+"""What a job looks like to an agent: structured content, a short text, a resource link and,
+once the video is saved, its poster frame."""
 
 from __future__ import annotations
 
+import base64
+import logging
+import stat
 import time
+from pathlib import Path
 from typing import Any
 
-from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent
+from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
 from server.core import Core, EstimateResult
 from server.jobs.runner import describe_progress
 from server.jobs.store import Job
 from server.ledger import Ledger, ledger_summary
 
+log = logging.getLogger("wan_video_mcp.tools")
+
 JOB_URI = "wan-video://jobs/{job_id}"
+JOB_VIDEO_URI = "wan-video://jobs/{job_id}/video"
 JOBS_URI = "wan-video://jobs"
+# A poster is a few tens of KB; anything much bigger is not one of ours.
+MAX_POSTER_BYTES = 512 * 1024
 
 
 def job_uri(job_id: str) -> str:
     return JOB_URI.format(job_id=job_id)
+
+
+def job_video_uri(job_id: str) -> str:
+    return JOB_VIDEO_URI.format(job_id=job_id)
 
 
 def job_record(job: Job, core: Core) -> dict[str, Any]:
@@ -38,13 +52,15 @@ def job_record(job: Job, core: Core) -> dict[str, Any]:
         record["video_url"] = job.video_url
         if job.local_path:
             record["local_path"] = job.local_path
+        if job.poster_path:
+            record["poster_path"] = job.poster_path
     if job.status in ("failed", "unconfirmed"):
         record["error"] = job.error or "unknown error"
     if job.cost_usd is not None:
         record["cost_usd"] = job.cost_usd
     if job.inference_ms is not None:
         record["inference_seconds"] = round(job.inference_ms / 1000, 1)
-    if job.last_error and not job.is_final:
+    if job.last_error and (not job.is_final or job.status == "completed"):
         record["warning"] = job.last_error
     if job.notes:
         record["notes"] = list(job.notes)
@@ -57,7 +73,12 @@ def job_record(job: Job, core: Core) -> dict[str, Any]:
 def next_step(job: Job) -> str:
     match job.status:
         case "completed":
-            where = f" Saved at {job.local_path}." if job.local_path else ""
+            if job.local_path:
+                where = f" Saved at {job.local_path}."
+            elif job.last_error:
+                where = f" {job.last_error}"
+            else:
+                where = ""
             return f"Video: {job.video_url}.{where}"
         case "failed":
             return (
@@ -89,17 +110,67 @@ def job_result(job: Job, core: Core, *, duplicate: bool = False) -> CallToolResu
         )
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     if job.status == "completed":
-        content.append(
+        content.extend(completed_blocks(job))
+    return CallToolResult(content=content, structured_content=record, is_error=job.status == "failed")
+
+
+def completed_blocks(job: Job) -> list[ContentBlock]:
+    """A completed job's links (its record, then the saved MP4 when there is one) and poster frame.
+
+    The record's link stays first, so a client that reads the first link keeps getting the JSON.
+    """
+    blocks: list[ContentBlock] = [
+        ResourceLink(
+            type="resource_link",
+            uri=job_uri(job.id),
+            name=f"{job.id}.json",
+            title=f"Job {job.id}",
+            description="The job's record: parameters, status, video URL and local file.",
+            mime_type="application/json",
+        )
+    ]
+    video = _existing(job.local_path)
+    if video is not None:
+        path, size = video
+        blocks.append(
             ResourceLink(
                 type="resource_link",
-                uri=job_uri(job.id),
-                name=f"{job.id}.json",
-                title=f"Job {job.id}",
-                description="The job's record: parameters, status, video URL and local file.",
-                mime_type="application/json",
+                uri=job_video_uri(job.id),
+                name=path.name,
+                title=f"Video of job {job.id}",
+                description=f"The MP4, as saved at {path}.",
+                mime_type="video/mp4",
+                size=size,
             )
         )
-    return CallToolResult(content=content, structured_content=record, is_error=job.status == "failed")
+    poster = _poster(job.poster_path)
+    if poster is not None:
+        blocks.append(ImageContent(type="image", data=poster, mime_type="image/jpeg"))
+    return blocks
+
+
+def _existing(path: str | None) -> tuple[Path, int] | None:
+    """A regular file still on disk, and its size."""
+    if not path:
+        return None
+    try:
+        facts = Path(path).stat()
+    except OSError:
+        return None
+    return (Path(path), facts.st_size) if stat.S_ISREG(facts.st_mode) else None
+
+
+def _poster(path: str | None) -> str | None:
+    """The poster JPEG as base64, if it is still on disk and poster-sized."""
+    poster = _existing(path)
+    if poster is None or poster[1] > MAX_POSTER_BYTES:
+        return None
+    try:
+        data = poster[0].read_bytes()
+    except OSError as exc:
+        log.warning("could not read the poster %s: %s", poster[0], exc)
+        return None
+    return base64.b64encode(data).decode("ascii")
 
 
 def estimate_result(result: EstimateResult) -> CallToolResult:
