@@ -24,6 +24,7 @@ from server.jobs.runner import JobRunner, ProgressCallback, Submission
 from server.jobs.store import Job, JobStore
 from server.media import FIX_IMAGE, MediaService
 from server.providers import build_providers
+from server.providers.http import register_secret
 from server.settings import MAX_WAIT_SECONDS, Settings
 
 log = logging.getLogger("wan_video_mcp")
@@ -209,6 +210,9 @@ async def open_core(
             base_url = await stack.enter_async_context(serve_emulator(emulator))
             settings = _sandboxed(settings, base_url)
             log.info("sandbox: every provider is the built-in emulator at %s", base_url)
+        for key in (settings.wavespeed_api_key, settings.vtrix_api_key, settings.http.token):
+            if key is not None:
+                register_secret(key.get_secret_value())
         client = await stack.enter_async_context(
             httpx.AsyncClient(
                 transport=transport,
