@@ -1,4 +1,8 @@
-"""The ``wan-video-mcp`` command. Over stdio, stdout carries only MCP messages: logs go to stderr."""
+"""The ``wan-video-mcp`` command: ``serve`` (the default), ``demo`` and ``doctor``.
+
+Over stdio, ``serve`` writes only MCP messages to stdout: logs go to stderr. ``demo`` and
+``doctor`` are not MCP servers; they talk to the user on stdout.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from server import __version__
 from server.errors import ConfigError
@@ -15,13 +20,34 @@ from server.settings import Settings
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="wan-video-mcp", description="MCP server for Wan 2.x image-to-video (WaveSpeed AI, Vtrix)."
+        prog="wan-video-mcp",
+        description="MCP server for Wan 2.x image-to-video (WaveSpeed AI, Vtrix). "
+        "With no sub-command it serves MCP over stdio.",
     )
     parser.add_argument("--version", action="version", version=f"wan-video-mcp {__version__}")
-    commands = parser.add_subparsers(dest="command")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,demo,doctor}")
     serve = commands.add_parser("serve", help="run the MCP server (the default)")
     _serve_options(serve)
     _serve_options(parser)
+    _demo_options(
+        commands.add_parser(
+            "demo",
+            help="try it end to end: start the server, price and generate one video",
+            description="Start the server as an MCP client would, price a video, generate it with a "
+            "progress bar, and print where it is. Free in the sandbox (the default when no --image, "
+            "--prompt or --model is given); with them and a key, it is a real, paid job that asks "
+            "before spending.",
+        )
+    )
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the configuration, the keys and where files go",
+        description="Show what is configured (keys only as set/unset), which models can run, "
+        "whether each provider accepts its key, and where files go. Exit code 0 when at least one "
+        "enabled model is usable.",
+    )
+    doctor.add_argument("--sandbox", action="store_true", help="check the server as --sandbox runs it")
+    doctor.add_argument("--no-check", action="store_true", help="do not call the providers to test the keys")
     return parser
 
 
@@ -35,15 +61,41 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=os.environ.get("WAN_MCP_LOG_LEVEL", "INFO"))
 
 
+def _demo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sandbox", action="store_true", help="use the built-in emulator (free)")
+    parser.add_argument("--model", help="model slug (sandbox default: wan22_i2v_480p_ultra_fast)")
+    parser.add_argument("--image", help="first frame: a local file, an https:// URL or a data: URI")
+    parser.add_argument("--prompt", help="what should happen in the video")
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask before a paid job")
+    parser.add_argument("--home", type=Path, help="job database and videos (default: WAN_MCP_HOME)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    level = args.log_level.upper() if command == "serve" else "WARNING"
     logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if command == "demo":
+        from server.demo import DemoOptions, run_demo
+
+        return run_demo(
+            DemoOptions(
+                sandbox=args.sandbox,
+                model=args.model,
+                image=args.image,
+                prompt=args.prompt,
+                yes=args.yes,
+                home=args.home,
+            )
+        )
+    if command == "doctor":
+        from server.doctor import run_doctor
+
+        return run_doctor(sandbox=args.sandbox, check_keys=not args.no_check)
     try:
         settings = Settings.from_env()
         if args.sandbox:
@@ -59,7 +111,9 @@ def _serve(settings: Settings, transport: str, host: str, port: int) -> int:
 
     server = build_server(settings)
     if transport == "http":
-        server.run(transport="streamable-http", host=host, port=port)
+        from server.http import run_http
+
+        run_http(server, settings.http, host, port)
     else:
         server.run()
     return 0
