@@ -153,8 +153,7 @@ class Core:
                 f"agree, call again with confirm_cost_usd={to_confirm.usd:.2f}."
             )
         estimate = catalog_price(spec, values)
-        values[FIX_IMAGE] = fix_image
-        submission = await self.runner.submit(spec, values, estimate, new_take=new_take)
+        submission = await self.runner.submit(spec, values, estimate, new_take=new_take, fix_image=fix_image)
         if wait <= 0 or not submission.job.is_live:
             return submission
         job = await self.runner.wait(submission.job.id, wait, on_progress)

@@ -11,6 +11,8 @@
     │   ├── RateLimited(retry_after)
     │   ├── Rejected                the provider refused the request (4xx); nothing was created
     │   └── Unavailable             5xx, transport failure or unreadable answer
+    ├── FetchError                  a result download failed (server/media/fetch.py)
+    │   └── UnsafeURL               the URL is not one this server may fetch
     ├── JobFailed(job_id, reason)   the provider ran the job and it failed
     └── SubmissionUnknown(job_id)   a submit may have reached the provider but no answer came
 

@@ -156,7 +156,13 @@ class JobRunner:
     # --- submit -------------------------------------------------------------------------
 
     async def submit(
-        self, spec: ModelSpec, values: Mapping[str, Any], estimate: Estimate, *, new_take: bool = False
+        self,
+        spec: ModelSpec,
+        values: Mapping[str, Any],
+        estimate: Estimate,
+        *,
+        new_take: bool = False,
+        fix_image: bool = False,
     ) -> Submission:
         """Journal the job, then submit it exactly once.
 
@@ -179,7 +185,7 @@ class JobRunner:
                 f"${spend.max_job_usd:.2f}. Nothing was sent. Choose a shorter or lower-resolution video, a "
                 "cheaper model, or raise WAN_MCP_MAX_JOB_USD."
             )
-        prepared = await self._media.prepare_images(spec, values)
+        prepared = await self._media.prepare_images(spec, values, fix=fix_image)
         body = build_body(spec, prepared.values)
         now = time.time()
         candidate = Job(

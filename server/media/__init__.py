@@ -76,7 +76,9 @@ class MediaService:
         self._uploads = WaveSpeedUploads(settings, client, store, self._policy)
         self._archiver = Archiver(settings, client, self._policy)
 
-    async def prepare_images(self, spec: ModelSpec, values: Mapping[str, Any]) -> PreparedInputs:
+    async def prepare_images(
+        self, spec: ModelSpec, values: Mapping[str, Any], *, fix: bool = False
+    ) -> PreparedInputs:
         """Check every image argument and turn it into a URL or data: URI for the provider.
 
         Every image is checked before any is uploaded, so a refusal sends nothing at all.
@@ -86,8 +88,7 @@ class MediaService:
                 limits (and ``fix_image`` was not set or could not fix it).
             ProviderError, ConfigError: an upload failed; no job was created.
         """
-        fix = bool(values.get(FIX_IMAGE, False))
-        ready = {k: v for k, v in values.items() if k != FIX_IMAGE}
+        ready = dict(values)
         journal = dict(ready)
         checked: dict[str, ReadyImage] = {}
         for param in spec.param:
