@@ -23,6 +23,7 @@ from server.errors import ConfirmationRequired, InvalidRequest, ProviderError, W
 from server.jobs.runner import JobRunner, ProgressCallback, Submission
 from server.jobs.store import Job, JobStore
 from server.media import FIX_IMAGE, MediaService
+from server.media.archive import sweep_partials
 from server.providers import build_providers
 from server.providers.http import register_secret
 from server.settings import MAX_WAIT_SECONDS, Settings
@@ -232,6 +233,9 @@ async def open_core(
             media=MediaService(settings, client, store),
             task_group=task_group,
         )
+        swept = sweep_partials(settings.videos_dir)
+        if swept:
+            log.info("removed %d unfinished download(s) left by a stopped process", swept)
         resumed = runner.resume()
         if resumed:
             log.info("resumed following %d live job(s)", resumed)

@@ -336,3 +336,23 @@ async def test_redirects_are_bounded() -> None:
         with pytest.raises(FetchError, match="redirects"):
             async with open_checked(http, policy(), "https://cdn.example.com/v.mp4"):
                 pass
+
+
+def test_old_unfinished_downloads_are_swept_but_fresh_ones_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from server.media.archive import sweep_partials
+
+    old = tmp_path / ".2026-11-21_job.abc.part"
+    fresh = tmp_path / ".2026-11-21_job.def.part"
+    final = tmp_path / "2026-11-21_job.mp4"
+    for path in (old, fresh, final):
+        path.write_bytes(b"x")
+    hours_ago = time.time() - 7200
+    os.utime(old, (hours_ago, hours_ago))
+    os.utime(final, (hours_ago, hours_ago))
+    assert sweep_partials(tmp_path) == 1
+    assert not old.exists()
+    assert fresh.exists()
+    assert final.exists()

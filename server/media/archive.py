@@ -230,3 +230,21 @@ def sidecar_record(
         },
         "poster": poster.name,
     }
+
+
+def sweep_partials(folder: Path, older_than: float = 3600.0) -> int:
+    """Delete temporary downloads a stopped process left behind; returns how many.
+
+    Only ``.*.part`` files older than ``older_than`` seconds go: another process sharing the
+    folder may be writing a fresh one right now.
+    """
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for path in folder.glob(".*.part"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
