@@ -43,7 +43,10 @@ def test_schema_carries_every_documented_bound(slug: str) -> None:
                 assert prop[key] == facts[key], (slug, name, key)
         if "maxItems" in facts:
             assert prop["maxItems"] == facts["maxItems"]
-            scale = prop["items"]["properties"]["scale"]
+            items = prop["items"]
+            if "$ref" in items:
+                items = schema["$defs"][items["$ref"].rsplit("/", 1)[1]]
+            scale = items["properties"]["scale"]
             assert (scale["minimum"], scale["maximum"]) == facts["scale"]
 
 

@@ -51,13 +51,17 @@ def progress_reporter(ctx: AppContext) -> ProgressCallback:
     return report
 
 
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
 def wait_schema(settings: Settings) -> dict[str, Any]:
     return {
         "type": "number",
         "minimum": 0,
-        "maximum": MAX_WAIT_SECONDS,
-        "default": settings.default_wait_seconds,
-        "description": "Seconds to wait for the video before returning the job id (0: return at once).",
+        "maximum": _number(MAX_WAIT_SECONDS),
+        "default": _number(settings.default_wait_seconds),
+        "description": "Max seconds to wait before returning (0: at once).",
     }
 
 
@@ -74,15 +78,12 @@ def server_parameters(settings: Settings) -> dict[str, Any]:
         "new_take": {
             "type": "boolean",
             "default": False,
-            "description": "true: pay for a new take even if the same request was made recently.",
+            "description": "Pay again for a repeat of a recent identical request.",
         },
         "fix_image": {
             "type": "boolean",
             "default": False,
-            "description": (
-                "true: if an image breaks the model's limits, flatten transparency, rescale and "
-                "re-encode it (the result's notes say what changed) instead of refusing."
-            ),
+            "description": "Fix an out-of-limits image (flatten, rescale) instead of refusing.",
         },
     }
     if settings.spend.confirm_above_usd is not None:
@@ -165,14 +166,11 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
         name=f"{spec.slug}_generate_video",
         title=f"Generate video: {spec.title}",
         description=(
-            f"Animate an image into a {lengths} s video with {spec.title}. {spec.blurb} Costs money: check "
-            f"{spec.slug}_estimate_cost first. Waits up to wait_seconds, then returns job_id and status; "
-            "finish with get_result."
+            f"Image to {lengths} s video. {spec.blurb} Paid: see {spec.slug}_estimate_cost. Returns "
+            "job_id/status within wait_seconds; then get_result."
         ),
         schema=input_schema(spec, spec.param, server_parameters(settings)),
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-        ),
+        annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True),
     )
 
 
@@ -190,32 +188,50 @@ def estimate_tool(spec: ModelSpec) -> Tool:
         estimate_cost,
         name=f"{spec.slug}_estimate_cost",
         title=f"Estimate cost: {spec.title}",
-        description=(
-            f"Price in USD of one {spec.slug}_generate_video call with these settings, and the "
-            "figure's source. Free; sends no job."
-        ),
+        description=f"Price (USD) of {spec.slug}_generate_video and its source. Free.",
         schema=input_schema(spec, spec.priced_params),
         annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
     )
 
 
-async def get_result(
-    job_id: Annotated[
-        str, Field(min_length=1, max_length=200, description="The job_id a generate call returned.")
-    ],
-    ctx: AppContext,
-    wait_seconds: Annotated[
-        float | None,
-        Field(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the job to end (0: at once)."),
-    ] = None,
-) -> CallToolResult:
-    """Status of a video job from any model; waits up to wait_seconds, then returns. Completed: video_url."""
-    core = core_of(ctx)
-    try:
-        job = await core.get_result(job_id, wait_seconds, progress_reporter(ctx))
-    except WanMcpError as exc:
-        raise ToolError(str(exc)) from exc
-    return job_result(job, core)
+def get_result_tool(settings: Settings) -> Tool:
+    """``get_result``: one job of any model."""
+
+    async def get_result(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
+        core = core_of(ctx)
+        try:
+            unknown = set(arguments) - {"job_id", "wait_seconds"}
+            if unknown:
+                raise InvalidRequest(
+                    f"Unknown parameter(s) {', '.join(sorted(unknown))}; use job_id, wait_seconds."
+                )
+            job_id = arguments.get("job_id")
+            if not isinstance(job_id, str) or not 1 <= len(job_id) <= 200:
+                raise InvalidRequest("'job_id' is required: the job_id a generate call returned.")
+            job = await core.get_result(
+                job_id, core.parse_wait(arguments.get("wait_seconds")), progress_reporter(ctx)
+            )
+        except WanMcpError as exc:
+            raise ToolError(str(exc)) from exc
+        return job_result(job, core)
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "wait_seconds": wait_schema(settings),
+        },
+        "required": ["job_id"],
+        "additionalProperties": False,
+    }
+    return _catalog_tool(
+        get_result,
+        name="get_result",
+        title="Get video job result",
+        description="Status of a job from any generate tool; waits up to wait_seconds. Completed: video_url.",
+        schema=schema,
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
 
 
 def list_jobs_tool(models: list[ModelSpec]) -> Tool:
@@ -234,8 +250,14 @@ def list_jobs_tool(models: list[ModelSpec]) -> Tool:
     schema = {
         "type": "object",
         "properties": {
-            "status": {"type": "string", "enum": list(STATUSES), "description": "Only jobs in this state."},
-            "model": {"type": "string", "enum": slugs, "description": "Only this model's jobs."},
+            "status": {
+                "type": "string",
+                "enum": list(STATUSES),
+            },
+            "model": {
+                "type": "string",
+                "enum": slugs,
+            },
             "since": {
                 "type": "string",
                 "description": "A length back from now (24h, 7d, 2w) or an ISO date.",
@@ -248,8 +270,7 @@ def list_jobs_tool(models: list[ModelSpec]) -> Tool:
         list_jobs,
         name="list_jobs",
         title="List video jobs and spend",
-        description="Recent video jobs (newest first) with estimated and reported cost, totals per day and "
-        "model, and the budget left.",
+        description="Recent jobs, newest first, with costs, totals per day and model, and budget left.",
         schema=schema,
         annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
     )
@@ -281,12 +302,5 @@ def build_tools(models: list[ModelSpec], settings: Settings) -> list[Tool]:
         tools.append(generate_tool(spec, settings))
         tools.append(estimate_tool(spec))
     tools.append(list_jobs_tool(models))
-    tools.append(
-        Tool.from_function(
-            get_result,
-            name="get_result",
-            title="Get video job result",
-            annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
-        )
-    )
+    tools.append(get_result_tool(settings))
     return tools

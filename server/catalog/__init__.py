@@ -28,16 +28,16 @@ LORA_SCALE_MIN = 0.0
 LORA_SCALE_MAX = 4.0
 
 _DEFAULT_HELP: dict[str, str] = {
-    "image": "First frame: an https:// URL, a data: URI, or a local file path.",
-    "prompt": "What should happen: subject, motion, camera, lighting.",
-    "negative_prompt": "What to avoid (e.g. text, watermark, distortion).",
-    "duration": "Video length in seconds.",
+    "image": "First frame: https:// URL, data: URI or local file path.",
+    "prompt": "Subject, motion, camera, lighting.",
+    "negative_prompt": "What to avoid.",
+    "duration": "Seconds.",
     "resolution": "Output resolution.",
-    "seed": "-1 for random; a fixed value for a repeatable take.",
-    "num_inference_steps": "Denoising steps: more is slower, often sharper.",
-    "guidance_scale": "How strictly to follow the prompt.",
-    "flow_shift": "Timestep shift of the flow-matching schedule.",
-    "watermark": "Add the provider's watermark in the lower-right corner.",
+    "seed": "-1: random; else repeatable.",
+    "num_inference_steps": "More: slower, often sharper.",
+    "guidance_scale": "Prompt adherence.",
+    "flow_shift": "Flow-matching timestep shift.",
+    "watermark": "Add the provider's watermark.",
 }
 
 

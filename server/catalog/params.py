@@ -162,7 +162,21 @@ def input_schema(
     schema: JsonSchema = {"type": "object", "properties": properties, "additionalProperties": False}
     if required:
         schema["required"] = required
+    if any(p.get("items") == {"$ref": LORA_REF} for p in properties.values()):
+        schema["$defs"] = {"lora": LORA_SCHEMA}
     return schema
+
+
+LORA_REF = "#/$defs/lora"
+LORA_SCHEMA: JsonSchema = {
+    "type": "object",
+    "properties": {
+        "path": {"type": "string", "minLength": 1},
+        "scale": {"type": "number", "minimum": int(LORA_SCALE_MIN), "maximum": int(LORA_SCALE_MAX)},
+    },
+    "required": ["path", "scale"],
+    "additionalProperties": False,
+}
 
 
 def _param_schema(param: ParamSpec) -> JsonSchema:
@@ -175,29 +189,19 @@ def _param_schema(param: ParamSpec) -> JsonSchema:
             if param.max_length is not None:
                 out["maxLength"] = param.max_length
         case "int" | "number":
-            out = {"type": "integer" if param.kind == "int" else "number", "minimum": param.min}
-            out["maximum"] = param.max
-            if param.kind == "int":
-                out = {k: int(v) if isinstance(v, float) else v for k, v in out.items()}
+            low, high = param.min, param.max
+            if param.kind == "int" or (
+                low is not None and low.is_integer() and high is not None and high.is_integer()
+            ):
+                low, high = int(low or 0), int(high or 0)
+            out = {"type": "integer" if param.kind == "int" else "number", "minimum": low, "maximum": high}
         case "choice":
             choices = list(param.choices or ())
             out = {"type": "integer" if isinstance(choices[0], int) else "string", "enum": choices}
         case "bool":
             out = {"type": "boolean"}
         case "loras":
-            out = {
-                "type": "array",
-                "maxItems": param.max_items,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "path": {"type": "string", "minLength": 1},
-                        "scale": {"type": "number", "minimum": LORA_SCALE_MIN, "maximum": LORA_SCALE_MAX},
-                    },
-                    "required": ["path", "scale"],
-                    "additionalProperties": False,
-                },
-            }
+            out = {"type": "array", "maxItems": param.max_items, "items": {"$ref": LORA_REF}}
     if param.default is not None:
         out["default"] = param.default
     out["description"] = param.description
