@@ -53,7 +53,8 @@ def time_tools_list(command: list[str], env: dict[str, str]) -> tuple[float, int
     proc = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     payload = "".join(json.dumps(m) + "\n" for m in (INITIALIZE, INITIALIZED, LIST))
     proc.stdin.write(payload.encode())
     proc.stdin.flush()

