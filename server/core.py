@@ -43,6 +43,7 @@ class EstimateResult:
     estimate: Estimate
     parameters: dict[str, Any]
     note: str | None = None
+    sandbox: bool = False
 
 
 class Core:
@@ -83,7 +84,9 @@ class Core:
                         source="provider_quote",
                         basis=f"{spec.provider}'s own quote for these parameters",
                     )
-        return EstimateResult(model=spec.slug, estimate=estimate, parameters=values, note=note)
+        return EstimateResult(
+            model=spec.slug, estimate=estimate, parameters=values, note=note, sandbox=self.settings.sandbox
+        )
 
     def _has_key(self, spec: ModelSpec) -> bool:
         key = self.settings.wavespeed_api_key if spec.provider == "wavespeed" else self.settings.vtrix_api_key

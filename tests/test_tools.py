@@ -322,3 +322,29 @@ def test_bad_values_cover_every_bounded_parameter() -> None:
             if {"enum", "minimum", "maxLength", "maxItems"} & set(f) or f.get("type") == "boolean"
         }
         assert bounded <= {n for n, _ in bad_values(slug)}, slug
+
+
+@pytest.mark.anyio
+async def test_a_sandbox_server_leaves_real_jobs_alone(settings: Settings, emulator: Emulator) -> None:
+    emulator.hold = True
+    async with Client(build_server(settings, transport=emulator.transport())) as real:
+        record = structured(
+            await real.call_tool("wan22_i2v_generate_video", {**minimal_arguments("w"), "wait_seconds": 0})
+        )
+    sandbox = settings.model_copy(update={"sandbox": True})
+    async with Client(build_server(sandbox)) as client:
+        seen = structured(
+            await client.call_tool("get_result", {"job_id": record["job_id"], "wait_seconds": 1})
+        )
+        estimate = structured(await client.call_tool("wan22_i2v_estimate_cost", {}))
+    assert seen["status"] in ("queued", "running")
+    assert "without --sandbox" in seen["warning"]
+    assert estimate["sandbox"] is True
+    emulator.release()
+    async with Client(build_server(settings, transport=emulator.transport())) as real:
+        with anyio.fail_after(10):
+            done = structured(
+                await real.call_tool("get_result", {"job_id": record["job_id"], "wait_seconds": 10})
+            )
+    assert done["status"] == "completed"
+    assert len(emulator.submissions()) == 1

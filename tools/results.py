@@ -62,6 +62,11 @@ def job_record(job: Job, core: Core) -> dict[str, Any]:
         record["inference_seconds"] = round(job.inference_ms / 1000, 1)
     if job.last_error and (not job.is_final or job.status == "completed"):
         record["warning"] = job.last_error
+    if job.sandbox != core.settings.sandbox and not job.is_final:
+        record["warning"] = (
+            f"This job was made by a {'sandbox' if job.sandbox else 'real (non-sandbox)'} server, so this "
+            f"one does not follow it; start the server {'with' if job.sandbox else 'without'} --sandbox to."
+        )
     if job.notes:
         record["notes"] = list(job.notes)
     if job.sandbox:
@@ -186,12 +191,16 @@ def estimate_result(result: EstimateResult) -> CallToolResult:
     }
     if result.note:
         record["note"] = result.note
+    if result.sandbox:
+        record["sandbox"] = True
     caveat = (
         ""
         if est.source != "unverified_estimate"
         else " (unverified estimate: the provider publishes no price)"
     )
     text = f"{result.model}: ${est.usd:.2f}{caveat}. Source: {est.basis}."
+    if result.sandbox:
+        text += " [sandbox: nothing is charged here; this is what the real provider would cost]"
     if result.note:
         text += f" {result.note}"
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=record)

@@ -142,13 +142,19 @@ class JobRunner:
                 submit_state="unknown",
                 error="The server stopped while this job was being submitted; it was not resubmitted.",
             )
-        live = self._store.live()
+        live = [job for job in self._store.live() if job.sandbox == self._settings.sandbox]
         for job in live:
             self.follow(job)
         return len(live)
 
     def follow(self, job: Job) -> None:
-        """Make sure a live job has a poller in this process."""
+        """Make sure a live job has a poller in this process.
+
+        A sandbox server never polls a real job (and a real one never a sandbox job): the other
+        side's provider does not know it, and would have it marked failed.
+        """
+        if job.sandbox != self._settings.sandbox:
+            return
         if job.is_live and job.id not in self._polling:
             self._polling.add(job.id)
             self._tg.start_soon(self._poll_loop, job.id, name=f"poll {job.id}")
@@ -255,7 +261,11 @@ class JobRunner:
 
     async def reconcile(self, job: Job) -> Job:
         """Look for an unconfirmed submission at the provider and adopt it if exactly one matches."""
-        if job.status != "unconfirmed" or job.provider_job_id is not None:
+        if (
+            job.status != "unconfirmed"
+            or job.provider_job_id is not None
+            or job.sandbox != self._settings.sandbox
+        ):
             return job
         spec = self._models.get(job.model)
         provider = self._providers.get(job.provider)  # type: ignore[call-overload]
@@ -410,6 +420,8 @@ class JobRunner:
         while True:
             event = self._event(job_id)
             job = self._store.get(job_id)
+            if job.sandbox != self._settings.sandbox:
+                return job
             if job.is_live and job.id not in self._polling:
                 self.follow(job)
             if on_progress is not None:
