@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from server import __version__
-from server.errors import ConfigError
+from server.errors import ConfigError, WanMcpError
 from server.settings import Settings
 
 
@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         "With no sub-command it serves MCP over stdio.",
     )
     parser.add_argument("--version", action="version", version=f"wan-video-mcp {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{serve,demo,doctor}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,demo,doctor,jobs}")
     serve = commands.add_parser("serve", help="run the MCP server (the default)")
     _serve_options(serve)
     _serve_options(parser)
@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--sandbox", action="store_true", help="check the server as --sandbox runs it")
     doctor.add_argument("--no-check", action="store_true", help="do not call the providers to test the keys")
+    jobs = commands.add_parser(
+        "jobs",
+        help="list jobs with their estimated and reported cost, and totals per day and model",
+        description="The spend ledger (the same as the list_jobs tool), read from the journal.",
+    )
+    jobs.add_argument("--status", choices=["queued", "running", "completed", "failed", "unconfirmed"])
+    jobs.add_argument("--model", help="only this model's jobs")
+    jobs.add_argument("--since", help="a length back from now (24h, 7d, 2w) or an ISO date")
+    jobs.add_argument("--limit", type=int, default=50, help="jobs to list (totals cover every match)")
     return parser
 
 
@@ -96,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from server.doctor import run_doctor
 
         return run_doctor(sandbox=args.sandbox, check_keys=not args.no_check)
+    if command == "jobs":
+        return _jobs(args.status, args.model, args.since, args.limit)
     try:
         settings = Settings.from_env()
         if args.sandbox:
@@ -116,4 +127,28 @@ def _serve(settings: Settings, transport: str, host: str, port: int) -> int:
         run_http(server, settings.http, host, port)
     else:
         server.run()
+    return 0
+
+
+def _jobs(status: str | None, model: str | None, since: str | None, limit: int) -> int:
+    from server.jobs.store import JobStore
+    from server.ledger import build_ledger, format_ledger, parse_since
+
+    try:
+        settings = Settings.from_env()
+        after = parse_since(since)
+    except WanMcpError as exc:
+        sys.stderr.write(f"wan-video-mcp jobs: {exc}\n")
+        return 2
+    if not settings.database_path.exists():
+        sys.stdout.write(f"No jobs yet (no journal at {settings.database_path}).\n")  # stdout-ok
+        return 0
+    store = JobStore(settings.database_path)
+    try:
+        ledger = build_ledger(
+            store, settings.spend, status=status, model=model, since=after, limit=max(limit, 1)
+        )
+    finally:
+        store.close()
+    sys.stdout.write(format_ledger(ledger) + "\n")  # stdout-ok
     return 0

@@ -218,3 +218,33 @@ async def test_serve_over_http_refuses_a_reachable_address_without_a_token(tmp_p
     )
     assert code == 2, out
     assert "WAN_MCP_HTTP_TOKEN" in out
+
+
+@pytest.mark.anyio
+async def test_jobs_prints_the_ledger_the_tool_reports(tmp_path: Path, loopback_emulator: str) -> None:
+    from mcp import Client
+
+    from tests.mcp_helpers import minimal_arguments, stdio_server, structured
+
+    home = tmp_path / "wan"
+    params = stdio_server(home, loopback_emulator)
+    async with Client(params) as client:
+        await client.call_tool("wan22_i2v_480p_ultra_fast_generate_video", minimal_arguments("u"))
+        await client.call_tool(
+            "wan22_i2v_flash_generate_video", {**minimal_arguments("f"), "resolution": "480P"}
+        )
+        ledger = structured(await client.call_tool("list_jobs", {}))
+    code, out = await wan("jobs", env=base_env(tmp_path, WAN_MCP_HOME=str(home)))
+    assert code == 0, out
+    assert ledger["summary"]["total"]["jobs"] == 2
+    assert f"{'total':<32} {2:>5}" in out
+    assert "$0.12" in out  # 0.05 estimated + 0.07 for flash
+    assert "model wan22_i2v_flash" in out
+    code, out = await wan(
+        "jobs", "--model", "wan22_i2v_flash", env=base_env(tmp_path, WAN_MCP_HOME=str(home))
+    )
+    assert code == 0
+    assert "wan22_i2v_480p_ultra_fast-" not in out
+    code, out = await wan("jobs", "--since", "yesterday-ish", env=base_env(tmp_path, WAN_MCP_HOME=str(home)))
+    assert code == 2
+    assert "'since' must be" in out
