@@ -185,15 +185,25 @@ def _flag(value: Any, name: str) -> bool:
     return value
 
 
-def _sandboxed(settings: Settings, base_url: str) -> Settings:
-    return settings.model_copy(
-        update={
-            "wavespeed_base_url": base_url,
-            "vtrix_base_url": base_url,
-            "wavespeed_api_key": SecretStr(SANDBOX_KEY),
-            "vtrix_api_key": SecretStr(SANDBOX_KEY),
-        }
-    )
+@asynccontextmanager
+async def effective_settings(settings: Settings) -> AsyncGenerator[Settings]:
+    """``settings`` as they are, or, in sandbox mode, pointed at a running built-in emulator."""
+    if not settings.sandbox:
+        yield settings
+        return
+    from server.sandbox import Emulator, serve_emulator
+
+    emulator = Emulator(wavespeed_key=SANDBOX_KEY, vtrix_key=SANDBOX_KEY)
+    async with serve_emulator(emulator) as base_url:
+        log.info("sandbox: every provider is the built-in emulator at %s", base_url)
+        yield settings.model_copy(
+            update={
+                "wavespeed_base_url": base_url,
+                "vtrix_base_url": base_url,
+                "wavespeed_api_key": SecretStr(SANDBOX_KEY),
+                "vtrix_api_key": SecretStr(SANDBOX_KEY),
+            }
+        )
 
 
 @asynccontextmanager
@@ -206,13 +216,7 @@ async def open_core(
     """
     models = {m.slug: m for m in load_catalog().select(settings.models)}
     async with AsyncExitStack() as stack:
-        if settings.sandbox:
-            from server.sandbox import Emulator, serve_emulator
-
-            emulator = Emulator(wavespeed_key=SANDBOX_KEY, vtrix_key=SANDBOX_KEY)
-            base_url = await stack.enter_async_context(serve_emulator(emulator))
-            settings = _sandboxed(settings, base_url)
-            log.info("sandbox: every provider is the built-in emulator at %s", base_url)
+        settings = await stack.enter_async_context(effective_settings(settings))
         for key in (settings.wavespeed_api_key, settings.vtrix_api_key, settings.http.token):
             if key is not None:
                 register_secret(key.get_secret_value())

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
@@ -113,24 +113,10 @@ async def diagnose(
     return Diagnosis(settings=settings, environ=dict(environ), models=models, keys=keys)
 
 
-@asynccontextmanager
-async def _effective(settings: Settings) -> AsyncGenerator[Settings]:
-    if not settings.sandbox:
-        yield settings
-        return
-    from server.core import SANDBOX_KEY
-    from server.sandbox import Emulator, serve_emulator
+def _effective(settings: Settings) -> AbstractAsyncContextManager[Settings]:
+    from server.core import effective_settings
 
-    emulator = Emulator(wavespeed_key=SANDBOX_KEY, vtrix_key=SANDBOX_KEY)
-    async with serve_emulator(emulator) as base_url:
-        yield settings.model_copy(
-            update={
-                "wavespeed_base_url": base_url,
-                "vtrix_base_url": base_url,
-                "wavespeed_api_key": SecretStr(SANDBOX_KEY),
-                "vtrix_api_key": SecretStr(SANDBOX_KEY),
-            }
-        )
+    return effective_settings(settings)
 
 
 def _key_of(settings: Settings, name: ProviderName) -> SecretStr | None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+import uvicorn
 from mcp import StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
@@ -62,3 +67,22 @@ class ProgressLog:
     @property
     def messages(self) -> list[str]:
         return [m or "" for _, _, m in self.events]
+
+
+@asynccontextmanager
+async def serve_asgi(app: Any) -> AsyncIterator[str]:
+    """Run an ASGI app under uvicorn on a loopback port in this event loop; yields its base URL.
+
+    The socket is bound and listening before uvicorn starts, so clients can connect at once.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, log_level="warning"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +10,6 @@ import anyio
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
@@ -25,26 +21,11 @@ from server.sandbox import Emulator, Fault
 from server.settings import HttpPolicy, Settings
 from tests.conftest import make_settings
 from tests.contract import PARAMS
-from tests.mcp_helpers import minimal_arguments
+from tests.mcp_helpers import minimal_arguments, serve_asgi
 
 CANARY_WS = "canary-ws-7f3e9a1b2c4d5e6f"
 CANARY_VX = "canary-vx-0a9b8c7d6e5f4a3b"
 TOKEN = "http-token-5b7e1c9d3f2a4e6b8d0c"
-
-
-@asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, log_level="warning"))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
 
 
 def test_loopback_addresses_are_recognised() -> None:
@@ -70,7 +51,7 @@ async def test_with_a_token_requests_without_it_get_401_and_with_it_work(
 ) -> None:
     settings = make_settings(tmp_path, http=HttpPolicy(token=SecretStr(TOKEN)))
     app = build_http_app(build_server(settings, transport=emulator.transport()), settings.http, "127.0.0.1")
-    async with serve(app) as base:
+    async with serve_asgi(app) as base:
         async with httpx.AsyncClient() as raw:
             bare = await raw.post(f"{base}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
             wrong = await raw.post(
@@ -92,7 +73,7 @@ async def test_with_a_token_requests_without_it_get_401_and_with_it_work(
 @pytest.mark.anyio
 async def test_a_foreign_host_header_is_rejected(settings: Settings) -> None:
     app = build_http_app(build_server(settings), settings.http, "127.0.0.1")
-    async with serve(app) as base, httpx.AsyncClient() as raw:
+    async with serve_asgi(app) as base, httpx.AsyncClient() as raw:
         response = await raw.post(
             f"{base}/mcp",
             json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
@@ -105,7 +86,10 @@ async def test_a_foreign_host_header_is_rejected(settings: Settings) -> None:
 async def test_allowed_hosts_are_configurable(settings: Settings) -> None:
     policy = HttpPolicy(token=SecretStr(TOKEN), allowed_hosts=("video.example.com",))
     app = build_http_app(build_server(settings), policy, "0.0.0.0")
-    async with serve(app) as base, httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as raw:
+    async with (
+        serve_asgi(app) as base,
+        httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as raw,
+    ):
         ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         accept = {"Accept": "application/json, text/event-stream"}
         foreign = await raw.post(f"{base}/mcp", json=ping, headers={"Host": "evil.example", **accept})

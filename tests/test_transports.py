@@ -3,21 +3,25 @@ both protocol eras, against the emulator on loopback (reached only through *_BAS
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
-import uvicorn
 from mcp import Client
 
 from server.app import build_server
 from server.sandbox import Emulator
 from tests.conftest import make_settings
 from tests.contract import PARAMS, TOOL_NAMES
-from tests.mcp_helpers import ERAS, ProgressLog, minimal_arguments, stdio_server, structured, text_of
+from tests.mcp_helpers import (
+    ERAS,
+    ProgressLog,
+    minimal_arguments,
+    serve_asgi,
+    stdio_server,
+    structured,
+    text_of,
+)
 
 
 @pytest.mark.anyio
@@ -70,22 +74,6 @@ async def test_stdio_server_stopped_mid_job_finishes_it_after_restart(
     assert len(emulator.submissions()) == 1
 
 
-@asynccontextmanager
-async def serve_http(app: object) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, log_level="warning")  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        try:
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            server.should_exit = True
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("era", ERAS)
 async def test_streamable_http_generates_with_progress(
@@ -94,7 +82,7 @@ async def test_streamable_http_generates_with_progress(
     settings = make_settings(tmp_path / "home", base_url=loopback_emulator)
     app = build_server(settings).streamable_http_app()
     with anyio.fail_after(30):
-        async with serve_http(app) as url, Client(url, mode=era) as client:  # type: ignore[arg-type]
+        async with serve_asgi(app) as base, Client(f"{base}/mcp", mode=era) as client:  # type: ignore[arg-type]
             assert sorted(t.name for t in (await client.list_tools()).tools) == TOOL_NAMES
             progress = ProgressLog()
             result = await client.call_tool(
