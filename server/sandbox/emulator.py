@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
@@ -46,6 +49,9 @@ class Emulator:
     - ``polls_to_complete`` (2): status polls answered queued/running before a job ends; the
       first poll says queued when this is 2 or more.
     - ``job_seconds`` (None): if set, a job ends once this much wall time has passed instead.
+    - ``duration_sampler`` (None): if set, called with each new job for the seconds it runs (kept
+      as ``EmuJob.duration``; it wins over the two above). ``LogNormalDurations`` draws them from a
+      seeded log-normal per model.
     - ``hold`` (False): jobs keep running until ``release()``.
     - ``vtrix_envelope`` (False): wrap Vtrix answers in ``{data, status:{code, message}}``.
     - ``vtrix_statuses`` (``("in_progress", "completed")``): Vtrix's running and success words.
@@ -64,6 +70,7 @@ class Emulator:
         self.hold = False
         self.polls_to_complete = 2
         self.job_seconds: float | None = None
+        self.duration_sampler: Callable[[EmuJob], float] | None = None
         self.vtrix_envelope = False
         self.vtrix_statuses: tuple[str, str] = ("in_progress", "completed")
         self.vtrix_balance_ok = True
@@ -144,6 +151,8 @@ class Emulator:
         job = EmuJob(id=uuid.uuid4().hex, provider=provider, model=model, body=body, video=video, cost=cost)
         if self._failures:
             job.failure = self._failures.popleft()
+        if self.duration_sampler is not None:
+            job.duration = max(0.0, float(self.duration_sampler(job)))
         self.jobs[job.id] = job
         return job
 
@@ -153,12 +162,13 @@ class Emulator:
         if job.terminal:
             return
         if self._ready(job):
-            job.finished = time.monotonic()
+            # A job with a drawn duration ended at its start plus that duration, whenever it is polled.
+            job.finished = time.monotonic() if job.duration is None else job.started + job.duration
             if job.failure is not None:
                 job.state, job.error = "failed", job.failure
             else:
                 job.state = "completed"
-        elif job.polls == 1 and self.job_seconds is None and self.polls_to_complete >= 2:
+        elif job.polls == 1 and self._by_polls(job) and self.polls_to_complete >= 2:
             job.state = "queued"
         else:
             job.state = "running"
@@ -167,8 +177,9 @@ class Emulator:
         """A 0..1 fraction for a job that is still running."""
         if job.terminal:
             return 1.0
-        if self.job_seconds:
-            fraction = (time.monotonic() - job.started) / self.job_seconds
+        seconds = job.duration if job.duration is not None else self.job_seconds
+        if seconds:
+            fraction = (time.monotonic() - job.started) / seconds
         else:
             fraction = job.polls / (self.polls_to_complete + 1)
         return round(min(0.95, max(0.0, fraction)), 2)
@@ -213,9 +224,45 @@ class Emulator:
             return True
         if self.hold:
             return False
+        if job.duration is not None:
+            return time.monotonic() - job.started >= job.duration
         if self.job_seconds is not None:
             return time.monotonic() - job.started >= self.job_seconds
         return job.polls > self.polls_to_complete
+
+    def _by_polls(self, job: EmuJob) -> bool:
+        return job.duration is None and self.job_seconds is None
+
+
+class LogNormalDurations:
+    """A seeded ``duration_sampler``: each job runs a log-normal time whose median is its model's.
+
+    ``medians`` maps the provider's model id (``EmuJob.model``) to a median in seconds; other
+    models get ``default``. With ``key`` (e.g. the job's prompt), a job's duration depends only on
+    the seed and its key, so two emulators given the same jobs draw the same durations whatever
+    order they arrive in; without it, draws follow one seeded stream in arrival order.
+    """
+
+    def __init__(
+        self,
+        medians: Mapping[str, float],
+        sigma: float = 0.3,
+        *,
+        seed: int = 0,
+        default: float = 60.0,
+        key: Callable[[EmuJob], str] | None = None,
+    ) -> None:
+        self.medians = dict(medians)
+        self.sigma = sigma
+        self.seed = seed
+        self.default = default
+        self.key = key
+        self._stream = random.Random(seed)
+
+    def __call__(self, job: EmuJob) -> float:
+        median = self.medians.get(job.model, self.default)
+        rng = self._stream if self.key is None else random.Random(f"{self.seed}:{self.key(job)}")
+        return rng.lognormvariate(math.log(median), self.sigma)
 
 
 async def _not_found(request: Request) -> Response:

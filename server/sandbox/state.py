@@ -14,7 +14,7 @@ Size = tuple[int, int]
 
 @dataclass(frozen=True)
 class RecordedCall:
-    """One HTTP request as the emulator received it."""
+    """One HTTP request as the emulator received it (``at``: ``time.monotonic()`` on arrival)."""
 
     method: str
     path: str
@@ -22,6 +22,7 @@ class RecordedCall:
     headers: dict[str, str]
     json: object | None
     route: str
+    at: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class VideoSpec:
 
 @dataclass
 class EmuJob:
-    """A job the emulator accepted."""
+    """A job the emulator accepted (``duration``: seconds it runs, when drawn for it)."""
 
     id: str
     provider: Provider
@@ -55,6 +56,7 @@ class EmuJob:
     error: str = ""
     started: float = field(default_factory=time.monotonic, repr=False)
     finished: float | None = field(default=None, repr=False)
+    duration: float | None = None
     rendered: bytes | None = field(default=None, repr=False)
 
     @property
