@@ -23,17 +23,37 @@ def _default_home() -> Path:
     return user_data_path("wan-video-mcp", appauthor=False)
 
 
+DEFAULT_PROVIDER_RATE = 10.0
+
+
 class PollPolicy(BaseModel):
-    """How the runner paces status polls and retries. Tests use zeros."""
+    """How the runner paces status polls and retries. Tests use zeros.
+
+    ``adaptive`` (the server's default, ``DEFAULT_POLL``) plans each poll from when the job is
+    likely to finish (server/jobs/schedule.py): about ``peak_interval`` apart around its likely end,
+    further apart where an end is less likely, always ``min_interval`` to ``max_interval`` apart.
+    Otherwise polls are ``interval`` apart; an ``interval`` of 0 polls at once in either mode.
+    ``provider_rate`` caps the status polls sent to each provider (requests per second, after a
+    burst of ``provider_burst``); None sends them unpaced.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     interval: float = Field(default=2.0, ge=0)
     max_interval: float = Field(default=10.0, ge=0)
+    adaptive: bool = False
+    min_interval: float = Field(default=0.5, ge=0)
+    peak_interval: float = Field(default=0.8, gt=0)
+    provider_rate: float | None = Field(default=None, gt=0)
+    provider_burst: int = Field(default=10, ge=1)
     retry_base: float = Field(default=0.5, ge=0)
     retry_cap: float = Field(default=30.0, ge=0)
     submit_attempts: int = Field(default=3, ge=1)
     heartbeat: float = Field(default=5.0, gt=0)
+
+
+# What the server runs with unless told otherwise: adaptive polls, at most 10 requests/s a provider.
+DEFAULT_POLL = PollPolicy(adaptive=True, provider_rate=DEFAULT_PROVIDER_RATE)
 
 
 class SpendPolicy(BaseModel):
@@ -75,7 +95,7 @@ class Settings(BaseModel):
     sandbox: bool = False
     default_wait_seconds: float = Field(default=DEFAULT_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
     http_timeout: float = Field(default=30.0, gt=0)
-    poll: PollPolicy = PollPolicy()
+    poll: PollPolicy = DEFAULT_POLL
     spend: SpendPolicy = SpendPolicy()
     http: HttpPolicy = HttpPolicy()
 
@@ -122,6 +142,7 @@ class Settings(BaseModel):
             values["output_dir"] = Path(out).expanduser()
         if dirs := text("WAN_MCP_ALLOWED_DIRS"):
             values["allowed_dirs"] = tuple(Path(d).expanduser() for d in dirs.split(os.pathsep) if d.strip())
+        poll: dict[str, object] = {}
         if interval := text("WAN_MCP_POLL_INTERVAL"):
             try:
                 seconds = float(interval)
@@ -129,7 +150,13 @@ class Settings(BaseModel):
                 raise ConfigError(
                     f"WAN_MCP_POLL_INTERVAL must be a number of seconds; got {interval!r}."
                 ) from None
-            values["poll"] = PollPolicy(interval=seconds, max_interval=max(seconds, 10.0))
+            # A fixed interval instead of the adaptive schedule.
+            poll.update(adaptive=False, interval=seconds, max_interval=max(seconds, 10.0))
+        if (rate := text("WAN_MCP_PROVIDER_RATE")) is not None:
+            per_second = _amount(rate, "WAN_MCP_PROVIDER_RATE")
+            poll["provider_rate"] = per_second if per_second > 0 else None
+        if poll:
+            values["poll"] = PollPolicy.model_validate({**DEFAULT_POLL.model_dump(), **poll})
         spend: dict[str, float] = {}
         for field, name in (
             ("max_job_usd", "WAN_MCP_MAX_JOB_USD"),

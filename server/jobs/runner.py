@@ -30,10 +30,12 @@ from server.errors import (
     SpendRefused,
     Unavailable,
 )
+from server.jobs.schedule import MAX_SAMPLES, PollPlanner, job_seconds
 from server.jobs.store import Job, JobStore, new_job_id
 from server.media import MediaService
 from server.providers import Provider, ProviderStatus
 from server.providers.http import MaybeSent, backoff
+from server.providers.limits import ProviderLimits
 from server.settings import Settings
 
 log = logging.getLogger("wan_video_mcp.jobs")
@@ -105,6 +107,8 @@ class JobRunner:
         self._tg = task_group
         self._events: dict[str, anyio.Event] = {}
         self._polling: set[str] = set()
+        self._planner = PollPlanner(settings.poll, history=self._past_durations)
+        self._limits = ProviderLimits(settings.poll.provider_rate, settings.poll.provider_burst)
 
     @property
     def store(self) -> JobStore:
@@ -351,12 +355,15 @@ class JobRunner:
                     return
                 spec = self._models.get(job.model)
                 provider = self._providers[job.provider]  # type: ignore[index]
+                await self._limits.acquire(job.provider)
                 try:
                     status = await provider.poll(job.provider_job_id)
                 except (Unavailable, RateLimited) as exc:
                     failures += 1
                     self._update(job_id, last_error=str(exc))
                     retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                    if retry_after is not None:  # the account is limited: every job waits
+                        self._limits.hold(job.provider, min(retry_after, self._settings.poll.retry_cap))
                     await anyio.sleep(backoff(failures, self._settings.poll, retry_after))
                     continue
                 except Rejected as exc:
@@ -376,6 +383,7 @@ class JobRunner:
                     return
                 failures = 0
                 job = self._update(job_id, **self._status_changes(job, status, time.time()))
+                self._planner.observe(job, spec, time.time())
                 if job.is_final:
                     return
                 if job.video_url is None:
@@ -387,9 +395,19 @@ class JobRunner:
             )
         finally:
             self._polling.discard(job_id)
+            self._planner.forget(job_id)
 
     def _next_poll_delay(self, job: Job, spec: ModelSpec | None) -> float:
-        return self._settings.poll.interval
+        policy = self._settings.poll
+        # Sandbox jobs end after a number of polls, not a time, so there is nothing to plan.
+        if policy.interval == 0 or not policy.adaptive or self._settings.sandbox:
+            return policy.interval
+        return self._planner.next_delay(job, spec, time.time())
+
+    def _past_durations(self, model: str) -> list[float]:
+        """How long this model's last completed jobs took, oldest first (the planner's history)."""
+        rows = self._store.select("model = ? AND status = 'completed'", (model,), limit=MAX_SAMPLES)
+        return [seconds for row in reversed(rows) if (seconds := job_seconds(row)) is not None]
 
     async def _finish(self, job: Job) -> None:
         assert job.video_url is not None

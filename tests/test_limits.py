@@ -1,0 +1,145 @@
+"""The per-provider request-rate cap: the bucket on a fake clock, its settings, and the runner's
+polls against the emulator held to it."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from server.app import build_server
+from server.errors import ConfigError
+from server.providers.limits import ProviderLimits, RateLimit
+from server.sandbox import Emulator
+from server.settings import DEFAULT_POLL, DEFAULT_PROVIDER_RATE, PollPolicy, Settings
+from tests.conftest import make_settings
+from tests.mcp_helpers import minimal_arguments, structured
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_burst_goes_at_once_then_one_request_per_slot() -> None:
+    time = FakeTime()
+    limit = RateLimit(10, burst=3, clock=time.clock)
+    assert [limit.reserve() for _ in range(6)] == pytest.approx([0, 0, 0, 0.1, 0.2, 0.3])
+    time.now += 10  # idle: the bucket refills, but only up to the burst
+    assert [limit.reserve() for _ in range(4)] == pytest.approx([0, 0, 0, 0.1])
+
+
+def test_slots_are_spaced_whatever_the_callers_do() -> None:
+    time = FakeTime()
+    limit = RateLimit(4, burst=1, clock=time.clock)
+    starts: list[float] = []
+    for step in (0.0, 0.1, 0.0, 0.6, 0.05, 0.0, 2.0, 0.0):
+        time.now += step
+        starts.append(time.now + limit.reserve())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.25 - 1e-9
+
+
+def test_retry_after_holds_the_provider_back() -> None:
+    time = FakeTime()
+    limit = RateLimit(10, burst=5, clock=time.clock)
+    limit.hold(2.0)
+    assert limit.reserve() == pytest.approx(2.0)
+    assert limit.reserve() == pytest.approx(2.1)  # no burst right after a 429
+
+
+@pytest.mark.anyio
+async def test_acquire_sleeps_only_when_it_must() -> None:
+    time = FakeTime()
+    limit = RateLimit(2, burst=2, clock=time.clock, sleep=time.sleep)
+    for _ in range(4):
+        await limit.acquire()
+    assert time.slept == pytest.approx([0.5, 0.5])
+
+
+@pytest.mark.anyio
+async def test_providers_have_their_own_buckets_and_none_means_unlimited() -> None:
+    limits = ProviderLimits(rate=1, burst=1)
+    with anyio.fail_after(0.5):  # each provider's first request goes at once
+        await limits.acquire("wavespeed")
+        await limits.acquire("vtrix")
+    unlimited = ProviderLimits(rate=None)
+    unlimited.hold("wavespeed", 60)
+    with anyio.fail_after(0.5):
+        for _ in range(1000):
+            await unlimited.acquire("wavespeed")
+
+
+def test_the_rate_comes_from_the_environment() -> None:
+    assert DEFAULT_POLL.provider_rate == DEFAULT_PROVIDER_RATE == 10
+    assert PollPolicy().provider_rate is None  # explicit policies (the tests') are unpaced
+    assert Settings.from_env({"WAN_MCP_PROVIDER_RATE": "25"}).poll.provider_rate == 25
+    assert Settings.from_env({"WAN_MCP_PROVIDER_RATE": "0"}).poll.provider_rate is None
+    with pytest.raises(ConfigError, match="WAN_MCP_PROVIDER_RATE"):
+        Settings.from_env({"WAN_MCP_PROVIDER_RATE": "fast"})
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """Passes requests on; sets ``enough`` once ``wanted`` status polls have been sent."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, wanted: int) -> None:
+        self.inner = inner
+        self.wanted = wanted
+        self.polls = 0
+        self.enough = anyio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/result"):
+            self.polls += 1
+            if self.polls >= self.wanted:
+                self.enough.set()
+        return await self.inner.handle_async_request(request)
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    ordered = sorted(times)
+    return max(bisect.bisect_right(ordered, t + window) - i for i, t in enumerate(ordered))
+
+
+@pytest.mark.anyio
+async def test_the_runner_never_polls_a_provider_faster_than_its_limit(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    # Interval 0: without the limit, six held jobs would be polled as fast as the loop can go.
+    rate, burst, wanted = 80.0, 4, 60
+    poll = PollPolicy(interval=0, max_interval=0, retry_base=0, retry_cap=0, heartbeat=0.2)
+    settings = make_settings(
+        tmp_path, poll=poll.model_copy(update={"provider_rate": rate, "provider_burst": burst})
+    )
+    emulator.hold = True
+    transport = Counting(emulator.transport(), wanted)
+    slug = "wan22_i2v_480p_ultra_fast"
+    async with Client(build_server(settings, transport=transport)) as client:
+        for n in range(6):
+            arguments = minimal_arguments(slug, prompt=f"job {n}", wait_seconds=0)
+            assert structured(await client.call_tool(f"{slug}_generate_video", arguments))["status"] in (
+                "queued",
+                "running",
+            )
+        with anyio.fail_after(10):
+            await transport.enough.wait()
+        times = [call.at for call in emulator.calls if call.route == "ws.result"][:wanted]
+        emulator.release()
+    # In any window of w seconds, at most burst + rate * w requests (one more for the window edge).
+    for window in (0.1, 0.25, 0.5, 1.0):
+        assert most_in_any_window(times, window) <= burst + rate * window + 1
+    span = times[-1] - times[0]
+    assert span >= (wanted - burst - 1) / rate
