@@ -42,7 +42,8 @@ class Emulator:
     ``app`` is a Starlette app; mount it in-process with ``transport()`` or on a socket with
     ``serve_emulator``. A key of None accepts any non-empty bearer key.
 
-    Records: ``calls`` (every request, in order), ``jobs`` (by provider job id), ``uploads``.
+    Records: ``calls`` (every request, in order), ``jobs`` (by provider job id), ``uploads``,
+    ``applied_faults`` (every fault a request met, with its route, in order).
 
     Knobs, all changeable between requests:
 
@@ -59,6 +60,10 @@ class Emulator:
     - ``balance`` (100.0): what WaveSpeed's balance route reports.
     - ``render_scale`` (1.0) and ``fps`` (16): rendered video size factor and frame rate.
     - ``upload_routes`` (``{"binary", "ticket"}``): WaveSpeed upload routes that exist.
+    - ``chaos`` (None): ``route -> Fault | None``, asked for a fault when none is queued for the
+      request (a seeded random one makes faults arrive at a rate instead of in a queue).
+    - ``watchers`` (``[]``): callables given each ``RecordedCall`` as it arrives, before any
+      fault applies (a test waits on them to act at a precise moment).
     """
 
     def __init__(self, wavespeed_key: str | None = None, vtrix_key: str | None = None) -> None:
@@ -78,6 +83,9 @@ class Emulator:
         self.render_scale = 1.0
         self.fps = 16
         self.upload_routes: set[str] = {"binary", "ticket"}
+        self.chaos: Callable[[str], Fault | None] | None = None
+        self.watchers: list[Callable[[RecordedCall], None]] = []
+        self.applied_faults: list[tuple[str, Fault]] = []
         self._faults: list[_Pending] = []
         self._failures: deque[str] = deque()
         self.app = Starlette(
@@ -123,26 +131,38 @@ class Emulator:
                 parsed = json.loads(body)
             except ValueError:
                 parsed = None
-        self.calls.append(
-            RecordedCall(
-                method=request.method,
-                path=request.url.path,
-                query=dict(request.query_params),
-                headers=dict(request.headers.items()),
-                json=parsed,
-                route=route,
-            )
+        call = RecordedCall(
+            method=request.method,
+            path=request.url.path,
+            query=dict(request.query_params),
+            headers=dict(request.headers.items()),
+            json=parsed,
+            route=route,
         )
+        self.calls.append(call)
+        for watcher in list(self.watchers):
+            watcher(call)
 
     def next_fault(self, route: str) -> Fault | None:
-        """Take the oldest pending fault for ``route``, if any."""
+        """Take the oldest pending fault for ``route``, if any; else ask ``chaos``."""
+        fault = None
         for pending in self._faults:
             if pending.route in (route, "*"):
                 pending.left -= 1
                 if pending.left <= 0:
                     self._faults.remove(pending)
-                return pending.fault
-        return None
+                fault = pending.fault
+                break
+        else:
+            if self.chaos is not None:
+                fault = self.chaos(route)
+        if fault is not None:
+            self.applied_faults.append((route, fault))
+        return fault
+
+    def clear_faults(self) -> None:
+        """Forget every queued fault (``chaos`` stays as it is)."""
+        self._faults.clear()
 
     def create_job(
         self, provider: Provider, model: str, body: dict[str, object], video: VideoSpec, cost: float

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["status", "malformed", "drop", "delay", "truncate"]
+FaultKind = Literal["status", "malformed", "drop", "delay", "truncate", "slow"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class Fault:
     - ``drop``: do the route's work (a submit creates its job), then lose the answer mid-body.
     - ``delay``: wait ``seconds``, then handle the request normally, unless the client gave up.
     - ``truncate``: send the full Content-Length but only half the bytes (meant for ``file``).
+    - ``slow``: do the route's work, then send the answer in ``chunks`` pieces over ``seconds``.
     """
 
     kind: FaultKind
@@ -24,6 +25,7 @@ class Fault:
     retry_after: float | None = None
     body: object | None = None
     seconds: float = 0.0
+    chunks: int = 4
 
     @classmethod
     def status(cls, code: int, retry_after: float | None = None, body: object | None = None) -> Fault:
@@ -49,3 +51,12 @@ class Fault:
     def truncate(cls) -> Fault:
         """Send headers for the full body but only half of its bytes."""
         return cls("truncate")
+
+    @classmethod
+    def slow(cls, seconds: float, chunks: int = 4) -> Fault:
+        """Do the work, then trickle the answer out in ``chunks`` pieces spread over ``seconds``.
+
+        Past the client's read timeout this is a request whose effect happened but whose answer
+        never fully arrived (like ``drop``, but after a wait); within it, just a slow body.
+        """
+        return cls("slow", seconds=seconds, chunks=max(1, chunks))

@@ -61,6 +61,8 @@ def endpoint(emu: Emulator, route: str, handler: Handler) -> Handler:
                 return await handler(request)
             case "drop" | "truncate":
                 return CutResponse(await handler(request))
+            case "slow":
+                return SlowResponse(await handler(request), fault.seconds, fault.chunks)
 
     return run
 
@@ -80,6 +82,38 @@ class CutResponse(Response):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         part = bytes(self.body[: len(self.body) // 2])
         await send({"type": "http.response.body", "body": part, "more_body": True})
+
+
+class SlowResponse(Response):
+    """Sends the whole answer in ``chunks`` pieces, pausing ``seconds / chunks`` before each one."""
+
+    def __init__(self, inner: Response, seconds: float, chunks: int) -> None:
+        super().__init__(inner.body, inner.status_code)
+        self.raw_headers = list(inner.raw_headers)
+        self._pause = seconds / chunks
+        self._chunks = chunks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = bytes(self.body)
+        size = -(-len(body) // self._chunks)
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                # A client that hangs up stops the trickle instead of leaving it to run on.
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            for index in range(self._chunks):
+                await anyio.sleep(self._pause)
+                part = body[index * size : (index + 1) * size]
+                last = index == self._chunks - 1
+                await send({"type": "http.response.body", "body": part, "more_body": not last})
+            group.cancel_scope.cancel()
 
 
 async def _wait_for_client(request: Request, seconds: float) -> bool:
