@@ -36,7 +36,9 @@ WAVESPEED_MODELS = (
 VTRIX_MODELS = ("wan22_i2v_flash",)
 MODELS = WAVESPEED_MODELS + VTRIX_MODELS
 CAT_URL = "https://example.com/cat.png"
-FAST_POLL = PollPolicy(interval=0, max_interval=0, retry_base=0, retry_cap=0, heartbeat=0.5)
+FAST_POLL = PollPolicy(
+    interval=0, max_interval=0, retry_base=0, retry_cap=0, heartbeat=0.5, reconcile_grace=0
+)
 # The SDK's whole message for an exception a tool did not mean to raise: a crash.
 _GENERIC = re.compile(r"(?:Error executing tool \S+?:?\s*)+")
 

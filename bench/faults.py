@@ -42,8 +42,6 @@ from bench.common import (
     text_of,
 )
 from server.app import build_server
-from server.jobs.runner import RECONCILE_GRACE
-from server.jobs.store import JobStore
 from server.sandbox import Emulator, Fault
 
 # Routes and the faults that make sense on each.
@@ -193,7 +191,6 @@ async def run_fault_scenario(
         await _follow_up(client, report, calls, limiter)
         emulator.chaos = None
         await _follow_up(client, report, calls, limiter)
-        _age_unconfirmed(settings.database_path, RECONCILE_GRACE + 5)
         await _follow_up(client, report, calls, limiter)
         # The server still answers after all of it.
         for name, arguments in (("list_jobs", {}), (f"{MODELS[0]}_estimate_cost", {"duration": 8})):
@@ -248,16 +245,6 @@ async def _follow_up(
         for call in calls:
             if call.job_id is not None and call.status not in ("completed", "failed"):
                 group.start_soon(one, call)
-
-
-def _age_unconfirmed(database: Path, seconds: float) -> None:
-    """Let time pass for unconfirmed jobs: move their creation back by ``seconds``."""
-    store = JobStore(database)
-    try:
-        for job in store.select("status = 'unconfirmed'", limit=1_000_000):
-            store.update(job.id, created_at=job.created_at - seconds)
-    finally:
-        store.close()
 
 
 def _judge(report: FaultReport, calls: list[Call], emulator: Emulator, database: Path) -> None:

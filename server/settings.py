@@ -49,6 +49,8 @@ class PollPolicy(BaseModel):
     retry_base: float = Field(default=0.5, ge=0)
     retry_cap: float = Field(default=30.0, ge=0)
     submit_attempts: int = Field(default=3, ge=1)
+    # How long after a lost submit "the provider has no such job" is taken as final.
+    reconcile_grace: float = Field(default=120.0, ge=0)
     heartbeat: float = Field(default=5.0, gt=0)
 
 

@@ -15,7 +15,10 @@ from server.settings import PollPolicy, Settings
 WS_KEY = "ws-test-key-0123456789"
 VX_KEY = "vx-test-key-0123456789"
 IN_PROCESS = "http://testserver"
-FAST_POLL = PollPolicy(interval=0, max_interval=0, retry_base=0, retry_cap=0, heartbeat=0.2)
+# The emulator creates a job before it answers, so a lost submit can be settled at once.
+FAST_POLL = PollPolicy(
+    interval=0, max_interval=0, retry_base=0, retry_cap=0, heartbeat=0.2, reconcile_grace=0
+)
 
 
 @pytest.fixture

@@ -356,3 +356,23 @@ def test_old_unfinished_downloads_are_swept_but_fresh_ones_kept(tmp_path: Path) 
     assert not old.exists()
     assert fresh.exists()
     assert final.exists()
+
+
+def test_a_download_whose_writer_died_is_swept_and_a_live_writers_kept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from server.media.archive import sweep_partials
+
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(finished.stdout)
+    orphan = tmp_path / f".2026-11-21_job.{dead_pid}~x1.part"
+    live = tmp_path / f".2026-11-21_job.{os.getpid()}~x2.part"
+    for path in (orphan, live):
+        path.write_bytes(b"x")
+    assert sweep_partials(tmp_path) == 1
+    assert not orphan.exists()
+    assert live.exists()

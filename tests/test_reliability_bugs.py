@@ -1,8 +1,4 @@
-"""Bugs the reliability scenarios found, each as the smallest test that shows it.
-
-Each is marked xfail (strict) until the code it names is fixed; then it passes, the mark must go,
-and so must its entry in ``bench.fuzz.KNOWN_BUGS`` where it has one.
-"""
+"""Bugs the reliability scenarios found, each as the smallest test that shows it (all fixed)."""
 
 from __future__ import annotations
 
@@ -34,11 +30,6 @@ FAST = "wan22_i2v_480p_ultra_fast"
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/jobs/runner.py JobRunner.reconcile adopts the only unknown provider job of the model "
-    "in its window, even when it belongs to another lost submission",
-)
 async def test_a_lost_submit_never_adopts_the_provider_job_of_another_request(tmp_path: Path) -> None:
     emulator = new_emulator()
     settings = bench_settings(tmp_path / "home")
@@ -64,12 +55,6 @@ async def test_a_lost_submit_never_adopts_the_provider_job_of_another_request(tm
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/catalog/params.py lets an explicit null through for an optional parameter; "
-    "server/catalog/pricing.py catalog_price then fails on it (TypeError / lookup) and the SDK "
-    "answers the bare 'Error executing tool'",
-)
 @pytest.mark.parametrize(
     ("tool", "arguments"),
     [
@@ -96,11 +81,6 @@ async def test_null_for_a_priced_parameter_is_not_a_crash(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/media/images.py read_local passes a path with a NUL byte to os.path.realpath, "
-    "whose ValueError escapes as an unexpected exception",
-)
 @pytest.mark.parametrize("form", ["{home}/cat\x00.png", "file://{home}/cat%00.png"])
 async def test_a_nul_byte_in_an_image_path_is_refused_not_a_crash(tmp_path: Path, form: str) -> None:
     emulator = new_emulator()
@@ -116,11 +96,6 @@ async def test_a_nul_byte_in_an_image_path_is_refused_not_a_crash(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/media/archive.py leaves the hidden .part file of a download the process was "
-    "killed in, and nothing sweeps it: every crash mid-download leaks one file",
-)
 async def test_a_download_killed_midway_leaves_no_temporary_file_behind(tmp_path: Path) -> None:
     home = tmp_path / "home"
     emulator = new_emulator()

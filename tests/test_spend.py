@@ -3,7 +3,6 @@ requests, confirmation by elicitation in both eras, lost submissions, the ledger
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from mcp.client.session import ClientRequestContext
 from mcp.types import ElicitRequestParams, ElicitResult
 
 from server.app import build_server
-from server.jobs.store import JobStore
 from server.sandbox import Emulator, Fault
 from server.settings import Settings, SpendPolicy
 from tests.conftest import make_settings
@@ -123,13 +121,13 @@ async def test_an_unconfirmed_submit_the_provider_never_got_is_settled_as_not_cr
     settings: Settings, emulator: Emulator
 ) -> None:
     emulator.inject("ws.submit", Fault.status(502))
-    async with Client(build_server(settings, transport=emulator.transport())) as client:
+    patient = settings.model_copy(update={"poll": settings.poll.model_copy(update={"reconcile_grace": 120})})
+    async with Client(build_server(patient, transport=emulator.transport())) as client:
         lost = structured(await client.call_tool(f"{FAST}_generate_video", minimal_arguments(FAST)))
         early = structured(await client.call_tool("get_result", {"job_id": lost["job_id"]}))
-        assert early["status"] == "unconfirmed"
-        store = JobStore(settings.database_path)
-        store.update(lost["job_id"], created_at=time.time() - 600)
-        store.close()
+    assert lost["status"] == "unconfirmed"
+    assert early["status"] == "unconfirmed"
+    async with Client(build_server(settings, transport=emulator.transport())) as client:
         late = structured(await client.call_tool("get_result", {"job_id": lost["job_id"]}))
     assert late["status"] == "failed"
     assert "never created" in late["error"]

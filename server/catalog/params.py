@@ -112,8 +112,10 @@ def validate_estimate(spec: ModelSpec, arguments: Mapping[str, Any]) -> dict[str
 def _validate(
     spec: ModelSpec, model: type[BaseModel], arguments: Mapping[str, Any], params: Mapping[str, ParamSpec]
 ) -> dict[str, Any]:
+    # JSON null for a parameter means "not given": its default applies, or it is reported missing.
+    given = {name: value for name, value in arguments.items() if value is not None}
     try:
-        parsed = model.model_validate(dict(arguments))
+        parsed = model.model_validate(given)
     except ValidationError as exc:
         problems = [_explain(error, params) for error in exc.errors(include_url=False)]
         unique = list(dict.fromkeys(problems))

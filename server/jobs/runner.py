@@ -41,11 +41,10 @@ from server.settings import Settings
 log = logging.getLogger("wan_video_mcp.jobs")
 
 ProgressCallback = Callable[[float, str], Awaitable[None]]
-# A lost submission is looked for among the provider's jobs created in this window around ours.
-RECONCILE_BEFORE = 60.0
-RECONCILE_AFTER = 600.0
-# Only after this long is "the provider has no such job" taken as final.
-RECONCILE_GRACE = 120.0
+# A lost submission is looked for among the provider's jobs created in this window around ours
+# (clock skew before; the submit's own timeout and some slack after).
+RECONCILE_BEFORE = 10.0
+RECONCILE_AFTER = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +289,20 @@ class JobRunner:
             )
         }
         candidates = [i for i in found if i not in known]
+        span = RECONCILE_BEFORE + RECONCILE_AFTER
+        rivals = self._store.select(
+            "model = ? AND status = 'unconfirmed' AND provider_job_id IS NULL AND id != ? "
+            "AND created_at BETWEEN ? AND ?",
+            (job.model, job.id, job.created_at - span, job.created_at + span),
+        )
+        if candidates and rivals:
+            # Another lost submission of this model could own what the provider has: never guess.
+            return self._update(
+                job.id,
+                last_error=f"{len(rivals) + 1} submissions of this model were lost close together and "
+                f"the provider has {len(candidates)} job(s) from then ({', '.join(candidates[:5])}); "
+                "they are left unconfirmed rather than guess which is which. Check the provider's dashboard.",
+            )
         if len(candidates) == 1:
             job = self._update(
                 job.id,
@@ -303,7 +316,7 @@ class JobRunner:
             log.info("reconciled %s with provider job %s", job.id, candidates[0])
             self.follow(job)
             return job
-        if not candidates and time.time() - job.created_at > RECONCILE_GRACE:
+        if not candidates and time.time() - job.created_at >= self._settings.poll.reconcile_grace:
             return self._update(
                 job.id,
                 status="failed",

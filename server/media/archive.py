@@ -163,7 +163,8 @@ def _content_length(response: httpx.Response) -> int | None:
 
 
 def _temp_file(folder: Path, stem: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=folder)
+    # The writer's pid is in the name so a restarted server can tell an orphan from a live download.
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}~", suffix=".part", dir=folder)
     os.close(fd)
     return Path(name)
 
@@ -232,19 +233,38 @@ def sidecar_record(
     }
 
 
-def sweep_partials(folder: Path, older_than: float = 3600.0) -> int:
-    """Delete temporary downloads a stopped process left behind; returns how many.
+_WRITER = re.compile(r"\.(\d+)~[^/]*\.part$")
 
-    Only ``.*.part`` files older than ``older_than`` seconds go: another process sharing the
-    folder may be writing a fresh one right now.
+
+def sweep_partials(folder: Path, older_than: float = 3600.0) -> int:
+    """Delete temporary downloads that stopped processes left behind; returns how many.
+
+    A ``.part`` file goes when the process named in it no longer runs, or, for files without a
+    writer's pid, when it is older than ``older_than`` seconds: another process sharing the folder
+    may be writing one right now.
     """
     if not folder.is_dir():
         return 0
     cutoff = time.time() - older_than
     removed = 0
     for path in folder.glob(".*.part"):
+        # On Windows os.kill(pid, 0) would terminate the process, so only age counts there.
+        match = _WRITER.search(path.name) if os.name != "nt" else None
         with contextlib.suppress(OSError):
-            if path.is_file() and path.stat().st_mtime < cutoff:
+            orphan = not _running(int(match.group(1))) if match else path.stat().st_mtime < cutoff
+            if orphan and path.is_file():
                 path.unlink()
                 removed += 1
     return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

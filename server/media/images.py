@@ -141,6 +141,8 @@ def read_local(name: str, raw: str, roots: Sequence[Path], limits: ImageLimits, 
     from PIL import Image, UnidentifiedImageError
 
     given = local_path(raw)
+    if "\x00" in str(given):
+        raise refuse(name, "contains a NUL byte, which no file path can; give the image's real path.")
     if not given.is_absolute():
         raise refuse(name, "is a relative path; give the full path to the image (or an https:// URL).")
     real = Path(os.path.realpath(given))
