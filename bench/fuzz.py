@@ -194,13 +194,14 @@ def json_values(home: Path, huge_size: int) -> st.SearchStrategy[Any]:
     leaves = st.one_of(
         st.none(), st.booleans(), numbers, st.text(max_size=30), adversarial_text(home, huge_size=huge_size)
     )
-    return st.recursive(
-        leaves,
-        lambda children: st.one_of(
-            st.lists(children, max_size=4),
-            st.dictionaries(st.text(max_size=10), children, max_size=4),
-        ),
-        max_leaves=8,
+    return st.recursive(leaves, _nested, max_leaves=8)
+
+
+def _nested(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function: Hypothesis reads an extend function's source to check that it recurses,
+    # which a lambda inside a call spanning several lines can defeat.
+    return st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)
     )
 
 

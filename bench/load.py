@@ -48,7 +48,10 @@ from server.settings import PollPolicy
 # Calls per MCP client over HTTP (each client's connection pool holds 100).
 CALLS_PER_HTTP_CLIENT = 40
 ROUND_LIMIT = 120.0
-POLL_INTERVAL = 0.5
+# Polls a second apart, at most 50 a second to each provider (the server paces them; its default
+# is 10): hundreds of held jobs polled unpaced would measure the emulator drowning, not the server.
+POLL_INTERVAL = 1.0
+PROVIDER_RATE = 50.0
 
 
 @dataclass
@@ -82,7 +85,11 @@ async def run_load_stdio(home: Path, *, calls: int = 100) -> LoadReport:
     emulator = new_emulator(fps=1, scale=0.05)
     async with (
         serve_emulator(emulator) as base_url,
-        stdio_session(stdio_params(home, base_url, poll_interval=POLL_INTERVAL)) as (client, process),
+        stdio_session(
+            stdio_params(
+                home, base_url, poll_interval=POLL_INTERVAL, WAN_MCP_PROVIDER_RATE=f"{PROVIDER_RATE:g}"
+            )
+        ) as (client, process),
     ):
 
         async def call(tool: str, arguments: dict[str, Any], progress: ProgressLog | None) -> Any:
@@ -98,7 +105,13 @@ async def run_load_http(home: Path, *, calls: int = 100) -> LoadReport:
     report = LoadReport("streamable-http")
     started = time.perf_counter()
     emulator = new_emulator(fps=1, scale=0.05)
-    poll = PollPolicy(interval=POLL_INTERVAL, max_interval=POLL_INTERVAL, retry_base=0.05, retry_cap=0.5)
+    poll = PollPolicy(
+        interval=POLL_INTERVAL,
+        max_interval=POLL_INTERVAL,
+        provider_rate=PROVIDER_RATE,
+        retry_base=0.05,
+        retry_cap=0.5,
+    )
     settings = bench_settings(home, poll=poll)
     app = build_server(settings, transport=emulator.transport()).streamable_http_app()
     async with serve_http(app) as url, AsyncExitStack() as stack:
