@@ -291,7 +291,8 @@ class JobRunner:
         candidates = [i for i in found if i not in known]
         span = RECONCILE_BEFORE + RECONCILE_AFTER
         rivals = self._store.select(
-            "model = ? AND status = 'unconfirmed' AND provider_job_id IS NULL AND id != ? "
+            # A submit still in flight is a rival too: its provider job may not be journaled yet.
+            "model = ? AND submit_state IN ('pending', 'unknown') AND provider_job_id IS NULL AND id != ? "
             "AND created_at BETWEEN ? AND ?",
             (job.model, job.id, job.created_at - span, job.created_at + span),
         )
