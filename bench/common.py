@@ -120,7 +120,11 @@ async def serve_http(app: Any) -> AsyncIterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, log_level="warning", backlog=1024)
+    # Idle connections kept 75 s: at uvicorn's default 5 s, equal to httpx's client-side expiry, a
+    # client can reuse a connection just as the server closes it and the request is lost (ReadError).
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, log_level="warning", backlog=1024, timeout_keep_alive=75
+    )
     server = uvicorn.Server(config)
     try:
         async with anyio.create_task_group() as group:

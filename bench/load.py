@@ -114,19 +114,22 @@ async def run_load_http(home: Path, *, calls: int = 100) -> LoadReport:
     )
     settings = bench_settings(home, poll=poll)
     app = build_server(settings, transport=emulator.transport()).streamable_http_app()
-    async with serve_http(app) as url, AsyncExitStack() as stack:
-        clients: list[Client] = []
-        for _ in range(max(1, -(-calls // CALLS_PER_HTTP_CLIENT))):
-            clients.append(await stack.enter_async_context(Client(url)))
-        turn = 0
+    try:
+        async with serve_http(app) as url, AsyncExitStack() as stack:
+            clients: list[Client] = []
+            for _ in range(max(1, -(-calls // CALLS_PER_HTTP_CLIENT))):
+                clients.append(await stack.enter_async_context(Client(url)))
+            turn = 0
 
-        async def call(tool: str, arguments: dict[str, Any], progress: ProgressLog | None) -> Any:
-            nonlocal turn
-            turn += 1
-            client = clients[turn % len(clients)]
-            return await client.call_tool(tool, arguments, progress_callback=progress)
+            async def call(tool: str, arguments: dict[str, Any], progress: ProgressLog | None) -> Any:
+                nonlocal turn
+                turn += 1
+                client = clients[turn % len(clients)]
+                return await client.call_tool(tool, arguments, progress_callback=progress)
 
-        await _rounds(report, emulator, call, calls, None)
+            await _rounds(report, emulator, call, calls, None)
+    except Exception as exc:  # noqa: BLE001 - a transport failure is a finding of the run, not its end
+        report.problems.append(f"an HTTP client failed: {exc!r} {getattr(exc, 'exceptions', '')}")
     report.seconds = time.perf_counter() - started
     return report
 
