@@ -1,10 +1,11 @@
 """Crashes: the real server over stdio, killed with SIGKILL at chosen moments of its jobs' lives.
 
 Each cycle starts ``python -m server serve`` (same ``WAN_MCP_HOME`` every time), starts a few
-jobs, waits for one moment of their lives, adds a random pause of up to ``JITTER`` seconds and
-kills the process with SIGKILL. The moments are made likely with the emulator: a delayed image
-upload (before the submit), a delayed or trickled submit answer (during it), the first status
-poll (just after it), held jobs (while polling) and a trickled video (while downloading). Every
+jobs (random models, images and waits), waits for one moment of their lives (each moment in
+turn), adds a random pause of up to ``JITTER`` seconds and kills the process with SIGKILL. The
+moments are made likely with the emulator: a delayed image upload (before the submit), a delayed
+or trickled submit answer (during it), the first status poll (just after it), held jobs (while
+polling) and a trickled video (while downloading). Every
 restart must answer at once; after the last cycle a final server is asked for every job in the
 journal and every id a client ever received.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from bench.common import (
@@ -143,7 +144,7 @@ async def run_crash_scenario(
     return report
 
 
-async def _one_cycle(params: Any, cycle: _Cycle, jobs: int) -> None:
+async def _one_cycle(params: StdioServerParameters, cycle: _Cycle, jobs: int) -> None:
     emulator, rng, report = cycle.emulator, cycle.rng, cycle.report
     emulator.watchers.clear()
     emulator.clear_faults()
@@ -242,7 +243,7 @@ async def _call(
     return None
 
 
-async def _final_check(params: Any, report: CrashReport, job_ids: list[str]) -> None:
+async def _final_check(params: StdioServerParameters, report: CrashReport, job_ids: list[str]) -> None:
     """A last server, never killed, asked for every job until it ends."""
     async with stdio_session(params) as (client, _):
         answer = await _call(client, "list_jobs", {"limit": 5}, report)
