@@ -125,4 +125,14 @@ def run_http(server: MCPServer[Any], policy: HttpPolicy, host: str, port: int) -
 
     app = build_http_app(server, policy, host)
     log.info("serving MCP over Streamable HTTP at http://%s:%d/mcp", host, port)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, log_level="warning")
+    # Keep idle connections well past clients' own expiry (httpx: 5 s), so neither side closes a
+    # connection the other is about to reuse.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=75,
+    )

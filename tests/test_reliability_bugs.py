@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -157,19 +158,19 @@ async def test_a_download_killed_midway_leaves_no_temporary_file_behind(tmp_path
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/media/archive.py _write_atomic names the temporary poster/sidecar without the "
-    "writer's pid, so sweep_partials keeps one that a killed process left for an hour (seen once in "
-    "a 20-kill bench run)",
-)
 async def test_a_poster_or_sidecar_cut_short_by_a_kill_is_swept_on_restart(tmp_path: Path) -> None:
     home = tmp_path / "home"
     videos = home / "videos"
     videos.mkdir(parents=True)
-    # What _write_atomic leaves when the process dies between creating its temp file and the rename.
+    # What _write_atomic leaves when its process dies between creating the temp file and the rename:
+    # the writer's pid is in the name, and that process is gone.
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     fd, name = tempfile.mkstemp(
-        prefix=".2026-11-21_120000_wan22_i2v-0123456789ab.", suffix=".part", dir=videos
+        prefix=f".2026-11-21_120000_wan22_i2v-0123456789ab.{int(gone.stdout.decode())}~",
+        suffix=".part",
+        dir=videos,
     )
     os.close(fd)
     emulator = new_emulator()

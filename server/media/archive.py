@@ -170,7 +170,7 @@ def _temp_file(folder: Path, stem: str) -> Path:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}~", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -251,7 +251,9 @@ def sweep_partials(folder: Path, older_than: float = 3600.0) -> int:
         # On Windows os.kill(pid, 0) would terminate the process, so only age counts there.
         match = _WRITER.search(path.name) if os.name != "nt" else None
         with contextlib.suppress(OSError):
-            orphan = not _running(int(match.group(1))) if match else path.stat().st_mtime < cutoff
+            # Age also counts for a named writer: its pid may have been reused, or be a zombie.
+            old = path.stat().st_mtime < cutoff
+            orphan = old or (match is not None and not _running(int(match.group(1))))
             if orphan and path.is_file():
                 path.unlink()
                 removed += 1
