@@ -164,9 +164,7 @@ async def test_a_poster_or_sidecar_cut_short_by_a_kill_is_swept_on_restart(tmp_p
     videos.mkdir(parents=True)
     # What _write_atomic leaves when its process dies between creating the temp file and the rename:
     # the writer's pid is in the name, and that process is gone.
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
+    gone = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
     fd, name = tempfile.mkstemp(
         prefix=f".2026-11-21_120000_wan22_i2v-0123456789ab.{int(gone.stdout.decode())}~",
         suffix=".part",
