@@ -54,8 +54,9 @@ class PollPolicy(BaseModel):
     heartbeat: float = Field(default=5.0, gt=0)
 
 
-# What the server runs with unless told otherwise: adaptive polls, at most 10 requests/s a provider.
-DEFAULT_POLL = PollPolicy(adaptive=True, provider_rate=DEFAULT_PROVIDER_RATE)
+# What the server runs with unless told otherwise: adaptive polls, at least every 20 s, and at most
+# 10 requests/s to each provider.
+DEFAULT_POLL = PollPolicy(adaptive=True, max_interval=20.0, provider_rate=DEFAULT_PROVIDER_RATE)
 
 
 class SpendPolicy(BaseModel):

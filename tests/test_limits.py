@@ -4,7 +4,7 @@ polls against the emulator held to it."""
 from __future__ import annotations
 
 import bisect
-import itertools
+import random
 from pathlib import Path
 
 import anyio
@@ -34,31 +34,42 @@ class FakeTime:
         self.now += seconds
 
 
-def test_a_burst_goes_at_once_then_one_request_per_slot() -> None:
-    time = FakeTime()
-    limit = RateLimit(10, burst=3, clock=time.clock)
-    assert [limit.reserve() for _ in range(6)] == pytest.approx([0, 0, 0, 0.1, 0.2, 0.3])
-    time.now += 10  # idle: the bucket refills, but only up to the burst
-    assert [limit.reserve() for _ in range(4)] == pytest.approx([0, 0, 0, 0.1])
+def test_each_window_takes_a_burst_and_the_rest_wait_for_the_next_ones() -> None:
+    time = FakeTime()  # at 100.0: the start of a window of 2 / 8 = 0.25 s
+    limit = RateLimit(8, burst=2, clock=time.clock)
+    assert [limit.reserve() for _ in range(5)] == pytest.approx([0, 0, 0.25, 0.25, 0.5])
+    time.now += 10  # idle: a window's worth at once again, no more
+    assert [limit.reserve() for _ in range(3)] == pytest.approx([0, 0, 0.25])
 
 
-def test_slots_are_spaced_whatever_the_callers_do() -> None:
+def test_a_place_can_be_taken_ahead() -> None:
     time = FakeTime()
-    limit = RateLimit(4, burst=1, clock=time.clock)
-    starts: list[float] = []
-    for step in (0.0, 0.1, 0.0, 0.6, 0.05, 0.0, 2.0, 0.0):
-        time.now += step
-        starts.append(time.now + limit.reserve())
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.25 - 1e-9
+    limit = RateLimit(10, burst=2, clock=time.clock)
+    assert limit.reserve(5.0) == pytest.approx(5.0)
+    assert limit.reserve(5.0) == pytest.approx(5.0)
+    assert limit.reserve(5.0) == pytest.approx(5.2)  # that window is full
+    assert limit.reserve() == 0  # places ahead do not hold back a request now
+
+
+def test_no_window_of_time_gets_more_than_its_share_whatever_the_callers_do() -> None:
+    rng = random.Random(5)
+    time = FakeTime()
+    rate, burst = 20.0, 4
+    limit = RateLimit(rate, burst=burst, clock=time.clock)
+    sent: list[float] = []
+    for _ in range(2000):
+        time.now += rng.choice([0.0, 0.0, 0.001, 0.01, 0.05, 0.3])
+        sent.append(time.now + limit.reserve(rng.choice([0.0, 0.0, 0.1, 1.0])))
+    period = burst / rate
+    for k in (1, 2, 5, 20):
+        assert most_in_any_window(sent, k * period) <= (k + 1) * burst
 
 
 def test_retry_after_holds_the_provider_back() -> None:
     time = FakeTime()
     limit = RateLimit(10, burst=5, clock=time.clock)
     limit.hold(2.0)
-    assert limit.reserve() == pytest.approx(2.0)
-    assert limit.reserve() == pytest.approx(2.1)  # no burst right after a 429
+    assert limit.reserve() == pytest.approx(2.5)  # the first window that starts after the 2 s
 
 
 @pytest.mark.anyio
@@ -67,7 +78,9 @@ async def test_acquire_sleeps_only_when_it_must() -> None:
     limit = RateLimit(2, burst=2, clock=time.clock, sleep=time.sleep)
     for _ in range(4):
         await limit.acquire()
-    assert time.slept == pytest.approx([0.5, 0.5])
+    assert time.slept == pytest.approx([1.0])  # the third waits for the next 1 s window, the fourth joins it
+    await limit.acquire(3.0)
+    assert time.slept[-1] == pytest.approx(3.0)
 
 
 @pytest.mark.anyio
@@ -138,8 +151,8 @@ async def test_the_runner_never_polls_a_provider_faster_than_its_limit(
             await transport.enough.wait()
         times = [call.at for call in emulator.calls if call.route == "ws.result"][:wanted]
         emulator.release()
-    # In any window of w seconds, at most burst + rate * w requests (one more for the window edge).
-    for window in (0.1, 0.25, 0.5, 1.0):
-        assert most_in_any_window(times, window) <= burst + rate * window + 1
-    span = times[-1] - times[0]
-    assert span >= (wanted - burst - 1) / rate
+    # In any k windows' time (a window is burst / rate seconds), at most k + 1 windows' worth.
+    period = burst / rate
+    for k in (1, 2, 5, 10):
+        assert most_in_any_window(times, k * period) <= (k + 1) * burst
+    assert times[-1] - times[0] >= (wanted // burst - 2) * period  # the first and last may be partial

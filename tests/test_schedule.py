@@ -186,6 +186,22 @@ def test_the_planner_learns_the_bracketed_end_when_there_is_no_inference_time() 
     assert planner.finish(job, VTRIX) == with_fallback(learned.distribution(), learned.distribution().median)
 
 
+def test_a_quick_job_is_learned_only_once_the_jobs_sent_before_it_have_ended() -> None:
+    planner = PollPlanner(DEFAULT_POLL)
+    model = planner.model(WAVESPEED_40S.slug, WAVESPEED_40S)
+    slow = new_job(WAVESPEED_40S, id="slow", submitted_at=1000.0)
+    quick = new_job(WAVESPEED_40S, id="quick", submitted_at=1001.0)
+    later = new_job(WAVESPEED_40S, id="later", submitted_at=1002.0)
+    for job in (slow, quick, later):
+        planner.observe(job, WAVESPEED_40S, 1005.0)
+    planner.observe(replace(quick, video_url="https://v", inference_ms=20_000), WAVESPEED_40S, 1021.0)
+    assert model.samples == 0  # "slow", sent before it, is still running
+    planner.observe(replace(slow, video_url="https://v", inference_ms=70_000), WAVESPEED_40S, 1070.0)
+    assert model.samples == 2
+    planner.forget("later")  # its poller stopped without an end: it no longer holds anything back
+    assert model.samples == 2
+
+
 def test_the_planner_aims_at_the_end_that_progress_points_to() -> None:
     planner = PollPlanner(DEFAULT_POLL)
     job = new_job(VTRIX)  # the catalog says 60 s; this one runs 100 s
@@ -317,3 +333,5 @@ async def test_the_runner_plans_polls_from_the_schedule(tmp_path: Path, emulator
         gaps = [b.at - a.at for a, b in itertools.pairwise(polls)]
         assert 2 <= len(polls) <= 12
         assert all(gap >= 0.05 for gap in gaps)  # planned gaps, not the interval-0 spin of the tests
+        (submit,) = [call for call in emulator.calls if call.route == "ws.submit"]
+        assert polls[0].at - submit.at >= 0.09  # the submit's answer was the first status

@@ -150,17 +150,18 @@ class JobRunner:
             self.follow(job)
         return len(live)
 
-    def follow(self, job: Job) -> None:
+    def follow(self, job: Job, *, submitted: bool = False) -> None:
         """Make sure a live job has a poller in this process.
 
         A sandbox server never polls a real job (and a real one never a sandbox job): the other
-        side's provider does not know it, and would have it marked failed.
+        side's provider does not know it, and would have it marked failed. ``submitted``: the job
+        was just submitted, so the submit's answer was its first status.
         """
         if job.sandbox != self._settings.sandbox:
             return
         if job.is_live and job.id not in self._polling:
             self._polling.add(job.id)
-            self._tg.start_soon(self._poll_loop, job.id, name=f"poll {job.id}")
+            self._tg.start_soon(self._poll_loop, job.id, submitted, name=f"poll {job.id}")
 
     # --- submit -------------------------------------------------------------------------
 
@@ -226,7 +227,7 @@ class JobRunner:
             job = await self._submit_once(job, provider, spec, body)
         if job.provider_job_id is not None:
             log.info("submitted %s as %s/%s", job.id, spec.provider, job.provider_job_id)
-            self.follow(job)
+            self.follow(job, submitted=True)
         return Submission(job, duplicate=False)
 
     async def _submit_once(self, job: Job, provider: Provider, spec: ModelSpec, body: dict[str, Any]) -> Job:
@@ -357,8 +358,9 @@ class JobRunner:
                 changes["started_at"] = now
         return changes
 
-    async def _poll_loop(self, job_id: str) -> None:
+    async def _poll_loop(self, job_id: str, submitted: bool = False) -> None:
         failures = 0
+        paced = False  # True: the wait just ended also took a place under the provider's rate limit
         try:
             while True:
                 job = self._store.get(job_id)
@@ -369,7 +371,13 @@ class JobRunner:
                     return
                 spec = self._models.get(job.model)
                 provider = self._providers[job.provider]  # type: ignore[index]
-                await self._limits.acquire(job.provider)
+                if submitted and self._planned:  # a fresh job's first poll waits for the plan too
+                    submitted, paced = False, True
+                    await self._limits.acquire(job.provider, self._next_poll_delay(job, spec))
+                    continue
+                if not paced:
+                    await self._limits.acquire(job.provider)
+                paced = False
                 try:
                     status = await provider.poll(job.provider_job_id)
                 except (Unavailable, RateLimited) as exc:
@@ -401,7 +409,9 @@ class JobRunner:
                 if job.is_final:
                     return
                 if job.video_url is None:
-                    await anyio.sleep(self._next_poll_delay(job, spec))
+                    # One wait for both the planned time and a place under the provider's limit.
+                    await self._limits.acquire(job.provider, self._next_poll_delay(job, spec))
+                    paced = True
         except Exception:
             log.exception("poller for %s crashed", job_id)
             self._update(
@@ -411,11 +421,16 @@ class JobRunner:
             self._polling.discard(job_id)
             self._planner.forget(job_id)
 
-    def _next_poll_delay(self, job: Job, spec: ModelSpec | None) -> float:
+    @property
+    def _planned(self) -> bool:
+        """Polls follow the adaptive schedule (not a fixed interval, nor at once as in tests)."""
         policy = self._settings.poll
         # Sandbox jobs end after a number of polls, not a time, so there is nothing to plan.
-        if policy.interval == 0 or not policy.adaptive or self._settings.sandbox:
-            return policy.interval
+        return policy.adaptive and policy.interval > 0 and not self._settings.sandbox
+
+    def _next_poll_delay(self, job: Job, spec: ModelSpec | None) -> float:
+        if not self._planned:
+            return self._settings.poll.interval
         return self._planner.next_delay(job, spec, time.time())
 
     def _past_durations(self, model: str) -> list[float]:

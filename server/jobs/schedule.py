@@ -256,6 +256,8 @@ def job_seconds(job: Job) -> float | None:
 class _Track:
     """What the planner has seen of one live job."""
 
+    model: str
+    origin: float
     readings: list[tuple[float, float]] = field(default_factory=list[tuple[float, float]])
     started: float = 0.0
     last_poll: float | None = None
@@ -270,6 +272,10 @@ class PollPlanner:
 
     ``history(slug)`` gives durations of the model's past jobs (from the journal); it is asked
     once per model, the first time a job of that model is planned.
+
+    A completed job's duration is learned once every job of its model submitted before it has
+    ended too (or once ``MAX_SAMPLES`` are waiting): of a burst of jobs sent together the quick
+    ones end first, and learning from them alone would teach that jobs are quicker than they are.
     """
 
     def __init__(self, policy: PollPolicy, history: History | None = None) -> None:
@@ -277,6 +283,7 @@ class PollPlanner:
         self._history = history
         self._models: dict[str, DurationModel] = {}
         self._tracks: dict[str, _Track] = {}
+        self._unlearned: dict[str, list[tuple[float, float]]] = {}  # slug -> (submitted, seconds)
 
     def model(self, slug: str, spec: ModelSpec | None) -> DurationModel:
         found = self._models.get(slug)
@@ -289,8 +296,10 @@ class PollPlanner:
 
     def observe(self, job: Job, spec: ModelSpec | None, now: float) -> None:
         """Record a status just read: a progress reading, or the job's end (its duration is learned)."""
-        track = self._tracks.setdefault(job.id, _Track())
-        elapsed = now - _origin(job)
+        track = self._tracks.get(job.id)
+        if track is None:
+            track = self._tracks[job.id] = _Track(job.model, _origin(job))
+        elapsed = now - track.origin
         previous = track.last_poll
         track.last_poll = elapsed
         if job.video_url is not None or job.is_final:
@@ -300,7 +309,8 @@ class PollPlanner:
                     seconds = job.inference_ms / 1000
                 else:  # it ended between the last two polls
                     seconds = elapsed if previous is None else (previous + elapsed) / 2
-                self.model(job.model, spec).add(seconds)
+                self._unlearned.setdefault(job.model, []).append((track.origin, seconds))
+                self._learn(job.model, spec)
             return
         progress = job.progress
         if job.status == "queued" or progress is None or progress <= 0.0:
@@ -310,7 +320,21 @@ class PollPlanner:
             del track.readings[:-MAX_READINGS]
 
     def forget(self, job_id: str) -> None:
-        self._tracks.pop(job_id, None)
+        """The job's poller has stopped: drop what was kept for it."""
+        track = self._tracks.pop(job_id, None)
+        if track is not None:
+            self._learn(track.model, None)
+
+    def _learn(self, slug: str, spec: ModelSpec | None) -> None:
+        waiting = self._unlearned.get(slug)
+        if not waiting:
+            return
+        running = [t.origin for t in self._tracks.values() if t.model == slug and not t.done]
+        cutoff = min(running, default=math.inf)
+        waiting.sort()
+        model = self.model(slug, spec)
+        while waiting and (waiting[0][0] <= cutoff or len(waiting) > MAX_SAMPLES):
+            model.add(waiting.pop(0)[1])
 
     def finish(self, job: Job, spec: ModelSpec | None) -> Finish:
         """The current estimate of when ``job`` finishes (seconds since it was submitted)."""

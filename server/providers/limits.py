@@ -1,21 +1,29 @@
 """A request-rate cap per provider, shared by every job's poller.
 
-Each provider gets a token bucket (kept as the "theoretical arrival time" of GCRA, so it is one
-number): ``burst`` requests may go at once, then one every ``1/rate`` seconds. A caller takes the
-next free slot synchronously and sleeps until it, so waiters go in the order they asked and the
-bucket never needs a lock. A 429 with Retry-After holds the whole provider back, not just the job
-that met it: the limit is the account's.
+Time is cut into windows of ``burst / rate`` seconds, and each window takes at most ``burst``
+requests: ``rate`` a second on average, in any window of ``k * burst / rate`` seconds at most
+``(k + 1) * burst``. A caller takes a place in the first window, at or after the time it wants,
+that still has room, synchronously, then sleeps until then: places are handed out in the order
+asked and nothing needs a lock. When the limit binds, the requests of a window go out together at
+its start, so a thousand waiting jobs wake the process ``rate / burst`` times a second rather than
+``rate`` times. A caller can ask for a place some seconds ahead (its next planned poll), so one
+sleep covers both the plan and the limit. A 429's Retry-After holds the whole provider back, not
+just the job that met it: the limit is the account's.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 import anyio
 
+# Past windows are forgotten once this many are remembered.
+_PRUNE_AT = 64
+
 
 class RateLimit:
-    """At most ``burst`` requests at once, then ``rate`` per second, in the order asked."""
+    """At most ``burst`` requests in each ``burst / rate``-second window, in the order asked."""
 
     def __init__(
         self,
@@ -27,26 +35,34 @@ class RateLimit:
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
-        self._spacing = 1.0 / rate
-        self._tolerance = (burst - 1) * self._spacing
+        self._window = burst / rate
+        self._burst = burst
         self._clock = clock
         self._sleep = sleep
-        self._next = -float("inf")  # when the bucket would be full again, less one request
+        self._taken: dict[int, int] = {}
 
-    def reserve(self) -> float:
-        """Take the next free slot; return the seconds to wait until it (0: go now)."""
+    def reserve(self, delay: float = 0.0) -> float:
+        """Take the first free place at least ``delay`` seconds from now; return the seconds until it."""
         now = self._clock()
-        due = max(self._next, now)
-        self._next = due + self._spacing
-        return max(due - self._tolerance - now, 0.0)
+        wanted = now + max(delay, 0.0)
+        window = math.floor(wanted / self._window)
+        while self._taken.get(window, 0) >= self._burst:
+            window += 1
+        self._taken[window] = self._taken.get(window, 0) + 1
+        if len(self._taken) > _PRUNE_AT:
+            current = math.floor(now / self._window)
+            self._taken = {w: n for w, n in self._taken.items() if w >= current}
+        return max(wanted, window * self._window) - now
 
     def hold(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` from now (a Retry-After); then one request per slot."""
-        self._next = max(self._next, self._clock() + seconds + self._tolerance)
+        """Send nothing for ``seconds`` from now (a Retry-After)."""
+        now = self._clock()
+        for window in range(math.floor(now / self._window), math.floor((now + seconds) / self._window) + 1):
+            self._taken[window] = self._burst
 
-    async def acquire(self) -> None:
-        """Wait for a slot."""
-        wait = self.reserve()
+    async def acquire(self, delay: float = 0.0) -> None:
+        """Wait ``delay`` seconds, or longer, until a place is free."""
+        wait = self.reserve(delay)
         if wait > 0:
             await self._sleep(wait)
 
@@ -67,10 +83,13 @@ class ProviderLimits:
             limit = self._limits[provider] = RateLimit(self._rate, self._burst)
         return limit
 
-    async def acquire(self, provider: str) -> None:
+    async def acquire(self, provider: str, delay: float = 0.0) -> None:
+        """Wait ``delay`` seconds, then for a free place under ``provider``'s limit."""
         limit = self._limit(provider)
         if limit is not None:
-            await limit.acquire()
+            await limit.acquire(delay)
+        else:
+            await anyio.sleep(delay)
 
     def hold(self, provider: str, seconds: float) -> None:
         limit = self._limit(provider)
