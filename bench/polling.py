@@ -38,16 +38,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 from mcp import Client
 from pydantic import SecretStr
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import prompt_of
 from server.app import build_server
 from server.catalog import ModelSpec, load_catalog
 from server.jobs.store import Job, JobStore
@@ -108,25 +111,6 @@ def arms(drift: bool) -> list[Arm]:
 
 
 # --- one arm, in a process of its own ------------------------------------------------------------
-
-
-def prompt_of(body: object) -> str | None:
-    """The ``prompt`` anywhere in a request body (the vendors nest it differently)."""
-    if isinstance(body, Mapping):
-        mapping = cast(Mapping[str, object], body)
-        found = mapping.get("prompt")
-        if isinstance(found, str):
-            return found
-        values: list[object] = list(mapping.values())
-    elif isinstance(body, list):
-        values = cast(list[object], body)
-    else:
-        return None
-    for value in values:
-        inner = prompt_of(value)
-        if inner is not None:
-            return inner
-    return None
 
 
 def prompt_key(job: EmuJob) -> str:

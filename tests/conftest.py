@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from bench.common import bench_settings
 from server.sandbox import Emulator
 from server.settings import PollPolicy, Settings
 
@@ -39,15 +40,10 @@ def make_settings(home: Path, base_url: str = IN_PROCESS, **changes: object) -> 
     values: dict[str, object] = {
         "wavespeed_api_key": SecretStr(WS_KEY),
         "vtrix_api_key": SecretStr(VX_KEY),
-        "wavespeed_base_url": base_url,
-        "vtrix_base_url": base_url,
-        "home": home,
-        "allowed_dirs": (home,),
         "poll": FAST_POLL,
-        "default_wait_seconds": 20.0,
+        **changes,
     }
-    values.update(changes)
-    return Settings.model_validate(values)
+    return bench_settings(home, base_url, **values)
 
 
 @pytest.fixture
