@@ -11,7 +11,15 @@ import httpx
 from server.catalog import ModelSpec, ProviderName
 from server.errors import ConfigError, Rejected, Unavailable
 from server.providers import JobState, ProviderStatus, Submitted
-from server.providers.http import MaybeSent, as_dict, as_list, scrub, send_idempotent, send_submit
+from server.providers.http import (
+    POLL_ATTEMPTS,
+    MaybeSent,
+    as_dict,
+    as_list,
+    scrub,
+    send_idempotent,
+    send_submit,
+)
 from server.settings import Settings
 
 _STATES: dict[str, JobState] = {
@@ -102,6 +110,24 @@ class WaveSpeedProvider:
             "X-Client-Name": "wan-video-mcp",
         }
 
+    async def _call(
+        self, method: str, path: str, what: str, *, json_body: Any = None, attempts: int = POLL_ATTEMPTS
+    ) -> dict[str, Any]:
+        """A request that changes nothing at WaveSpeed (retried), its envelope checked."""
+        payload = await send_idempotent(
+            self._client,
+            method,
+            f"{self._base}{path}",
+            provider=self.name,
+            what=what,
+            policy=self._settings.poll,
+            headers=self._headers(),
+            json_body=json_body,
+            attempts=attempts,
+        )
+        _check_envelope(payload, what)
+        return payload
+
     async def submit(self, spec: ModelSpec, body: dict[str, Any]) -> Submitted:
         payload = await send_submit(
             self._client,
@@ -126,28 +152,17 @@ class WaveSpeedProvider:
         return Submitted(provider_job_id=job_id, status=parse_prediction(payload))
 
     async def poll(self, provider_job_id: str) -> ProviderStatus:
-        payload = await send_idempotent(
-            self._client,
-            "GET",
-            f"{self._base}/api/v3/predictions/{provider_job_id}/result",
-            provider=self.name,
-            what="report the job's status",
-            policy=self._settings.poll,
-            headers=self._headers(),
+        payload = await self._call(
+            "GET", f"/api/v3/predictions/{provider_job_id}/result", "report the job's status"
         )
-        _check_envelope(payload, "report the job's status")
         return parse_prediction(payload)
 
     async def find_submissions(self, spec: ModelSpec, after: float, before: float) -> list[str] | None:
         # The prediction history covers the last 7 days, newest first, 100 items a page.
-        payload = await send_idempotent(
-            self._client,
+        payload = await self._call(
             "POST",
-            f"{self._base}/api/v3/predictions",
-            provider=self.name,
-            what="list recent predictions",
-            policy=self._settings.poll,
-            headers=self._headers(),
+            "/api/v3/predictions",
+            "list recent predictions",
             json_body={
                 "page": 1,
                 "page_size": 100,
@@ -156,7 +171,6 @@ class WaveSpeedProvider:
                 "created_before": _iso(before),
             },
         )
-        _check_envelope(payload, "list recent predictions")
         items = as_list((as_dict(payload.get("data")) or {}).get("items"))
         found: list[str] = []
         for item in map(as_dict, items):
@@ -168,18 +182,13 @@ class WaveSpeedProvider:
         return found
 
     async def quote(self, spec: ModelSpec, body: dict[str, Any]) -> float | None:
-        payload = await send_idempotent(
-            self._client,
+        payload = await self._call(
             "POST",
-            f"{self._base}/api/v3/model/price",
-            provider=self.name,
-            what="quote a price",
-            policy=self._settings.poll,
-            headers=self._headers(),
+            "/api/v3/model/price",
+            "quote a price",
             json_body={"model_id": spec.model_id, "inputs": body},
             attempts=2,
         )
-        _check_envelope(payload, "quote a price")
         data = as_dict(payload.get("data", payload)) or {}
         for key in ("discounted_price", "price"):
             value = data.get(key)
@@ -188,17 +197,7 @@ class WaveSpeedProvider:
         return None
 
     async def check_key(self) -> str:
-        payload = await send_idempotent(
-            self._client,
-            "GET",
-            f"{self._base}/api/v3/balance",
-            provider=self.name,
-            what="report the balance",
-            policy=self._settings.poll,
-            headers=self._headers(),
-            attempts=2,
-        )
-        _check_envelope(payload, "report the balance")
+        payload = await self._call("GET", "/api/v3/balance", "report the balance", attempts=2)
         balance = (as_dict(payload.get("data", payload)) or {}).get("balance")
         return f"key accepted; balance ${balance:.2f}" if isinstance(balance, int | float) else "key accepted"
 
