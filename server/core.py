@@ -17,12 +17,18 @@ import httpx
 from pydantic import SecretStr
 
 from server.catalog import ModelSpec, load_catalog
-from server.catalog.params import NOTHING_SENT, build_body, validate_estimate, validate_generate
+from server.catalog.params import (
+    NOTHING_SENT,
+    SERVER_ARGUMENTS,
+    build_body,
+    validate_estimate,
+    validate_generate,
+)
 from server.catalog.pricing import Estimate, catalog_price, round_usd
 from server.errors import ConfirmationRequired, InvalidRequest, ProviderError, WanMcpError
 from server.jobs.runner import JobRunner, ProgressCallback, Submission
 from server.jobs.store import Job, JobStore
-from server.media import FIX_IMAGE, MediaService
+from server.media import MediaService
 from server.media.archive import sweep_partials
 from server.providers import build_providers
 from server.providers.http import register_secret
@@ -31,8 +37,16 @@ from server.settings import MAX_WAIT_SECONDS, Settings
 log = logging.getLogger("wan_video_mcp")
 
 SANDBOX_KEY = "sandbox-key"
-# Arguments of a generate call that are the server's own, not the model's.
-SERVER_ARGUMENTS = frozenset({"wait_seconds", "new_take", "confirm_cost_usd", FIX_IMAGE})
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """A generate call's own arguments (``SERVER_ARGUMENTS``), checked."""
+
+    wait_seconds: float
+    new_take: bool
+    fix_image: bool
+    confirm_cost_usd: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +56,8 @@ class EstimateResult:
     model: str
     estimate: Estimate
     parameters: dict[str, Any]
+    priced_by: tuple[str, ...] = ()
+    not_priced: tuple[str, ...] = ()
     note: str | None = None
     sandbox: bool = False
 
@@ -67,14 +83,21 @@ class Core:
             ) from None
 
     async def estimate(self, spec: ModelSpec, arguments: Mapping[str, Any]) -> EstimateResult:
-        """The price of one job with these arguments, and where the figure comes from."""
-        values = validate_estimate(spec, arguments)
-        estimate = catalog_price(spec, values)
+        """The price of one job with these arguments, and where the figure comes from.
+
+        Takes every argument the generate tool takes, checked the same way, none required. Nothing
+        is read, uploaded or submitted; only a price quote may be asked for (priced values only).
+        """
+        self.call_options(arguments)
+        given = [k for k, v in arguments.items() if v is not None and k not in SERVER_ARGUMENTS]
+        values = validate_estimate(spec, {k: v for k, v in arguments.items() if k not in SERVER_ARGUMENTS})
+        priced = {p.name: values[p.name] for p in spec.priced_params}
+        estimate = catalog_price(spec, priced)
         note = None
         provider = self.runner.provider_for(spec)
         if spec.price.quote and self._has_key(spec):
             try:
-                quoted = await provider.quote(spec, build_body(spec, values))
+                quoted = await provider.quote(spec, build_body(spec, priced))
             except ProviderError as exc:
                 note = f"The provider's quote was unavailable ({exc}); this is the catalog's estimate."
             else:
@@ -85,7 +108,13 @@ class Core:
                         basis=f"{spec.provider}'s own quote for these parameters",
                     )
         return EstimateResult(
-            model=spec.slug, estimate=estimate, parameters=values, note=note, sandbox=self.settings.sandbox
+            model=spec.slug,
+            estimate=estimate,
+            parameters=priced,
+            priced_by=tuple(name for name in given if name in priced),
+            not_priced=tuple(name for name in given if name not in priced),
+            note=note,
+            sandbox=self.settings.sandbox,
         )
 
     def _has_key(self, spec: ModelSpec) -> bool:
@@ -106,6 +135,26 @@ class Core:
                 "Nothing was sent and nothing was charged."
             )
         return float(value)
+
+    def call_options(self, arguments: Mapping[str, Any]) -> CallOptions:
+        """The server's own arguments of a generate (or estimate) call, checked.
+
+        Raises:
+            InvalidRequest: one of them has the wrong type or range.
+        """
+        confirm = arguments.get("confirm_cost_usd")
+        if confirm is not None and (
+            isinstance(confirm, bool) or not isinstance(confirm, int | float) or confirm < 0
+        ):
+            raise InvalidRequest(
+                f"'confirm_cost_usd' must be a number of dollars; got {confirm!r}. {NOTHING_SENT}"
+            )
+        return CallOptions(
+            wait_seconds=self.parse_wait(arguments.get("wait_seconds")),
+            new_take=_flag(arguments.get("new_take"), "new_take"),
+            fix_image=_flag(arguments.get("fix_image"), "fix_image"),
+            confirm_cost_usd=None if confirm is None else float(confirm),
+        )
 
     def price_to_confirm(self, spec: ModelSpec, arguments: Mapping[str, Any]) -> Estimate | None:
         """The estimate when it is above ``WAN_MCP_CONFIRM_ABOVE_USD`` and not yet agreed to.
@@ -139,14 +188,7 @@ class Core:
             ConfirmationRequired: the price needs the user's agreement (``confirm_cost_usd``).
         """
         arguments = dict(arguments)
-        wait = self.parse_wait(arguments.get("wait_seconds"))
-        new_take = _flag(arguments.get("new_take"), "new_take")
-        fix_image = _flag(arguments.get(FIX_IMAGE), FIX_IMAGE)
-        confirm = arguments.get("confirm_cost_usd")
-        if confirm is not None and (isinstance(confirm, bool) or not isinstance(confirm, int | float)):
-            raise InvalidRequest(
-                f"'confirm_cost_usd' must be a number of dollars; got {confirm!r}. {NOTHING_SENT}"
-            )
+        options = self.call_options(arguments)
         to_confirm = None if user_confirmed else self.price_to_confirm(spec, arguments)
         values = validate_generate(spec, {k: v for k, v in arguments.items() if k not in SERVER_ARGUMENTS})
         if to_confirm is not None:
@@ -157,10 +199,12 @@ class Core:
                 f"agree, call again with confirm_cost_usd={to_confirm.usd:.2f}."
             )
         estimate = catalog_price(spec, values)
-        submission = await self.runner.submit(spec, values, estimate, new_take=new_take, fix_image=fix_image)
-        if wait <= 0 or not submission.job.is_live:
+        submission = await self.runner.submit(
+            spec, values, estimate, new_take=options.new_take, fix_image=options.fix_image
+        )
+        if options.wait_seconds <= 0 or not submission.job.is_live:
             return submission
-        job = await self.runner.wait(submission.job.id, wait, on_progress)
+        job = await self.runner.wait(submission.job.id, options.wait_seconds, on_progress)
         return Submission(job, duplicate=submission.duplicate)
 
     async def get_result(

@@ -114,8 +114,8 @@ def _plan(options: DemoOptions, env: dict[str, str]) -> _Plan:
             )
     plan = _Plan(sandbox, spec, settings, "", options.prompt or SAMPLE_PROMPT)
     if options.image is None:
+        # The server reads its own folders (WAN_MCP_HOME), even under a hidden ~/.local/share.
         plan.image = str(make_sample_image(settings.home / "demo" / "sample-sunset.png"))
-        plan.extra_dirs.append(settings.home / "demo")
     elif options.image.startswith(("https://", "http://", "data:")):
         plan.image = options.image
     else:

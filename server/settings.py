@@ -107,6 +107,12 @@ class Settings(BaseModel):
         return self.output_dir if self.output_dir is not None else self.home / "videos"
 
     @property
+    def readable_dirs(self) -> tuple[Path, ...]:
+        """Where local images may be read: ``allowed_dirs``, and the server's own folders, whose
+        files (the demo's picture, saved posters and frames) it wrote itself."""
+        return (*self.allowed_dirs, self.home, self.videos_dir)
+
+    @property
     def database_path(self) -> Path:
         return self.home / "jobs.sqlite3"
 

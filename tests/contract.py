@@ -115,3 +115,28 @@ def bad_values(slug: str) -> list[tuple[str, Any]]:
         if facts.get("type") == "boolean":
             out.append((name, "maybe"))
     return out
+
+
+def _wavespeed_place(name: str) -> tuple[str, ...]:
+    return (name,)
+
+
+def _vtrix_place(name: str) -> tuple[str, ...]:
+    return ("parameters", name)
+
+
+# Where each vendor's document puts a parameter in the request body (seeds 000-004). WaveSpeed: the
+# tool's names at the top level. Vtrix: the image (as img_url) and the texts under `input`,
+# everything else under `parameters`.
+BODY_PLACES: dict[str, dict[str, Any]] = {
+    "wavespeed": {"*": _wavespeed_place},
+    "vtrix": {
+        "*": _vtrix_place,
+        "image": ("input", "img_url"),
+        "prompt": ("input", "prompt"),
+        "negative_prompt": ("input", "negative_prompt"),
+    },
+}
+# Values a vendor documents as "leave the field out": Vtrix picks a random seed when it is omitted
+# and documents 0..2147483647, so our -1 (random) is not sent.
+OMITTED_FROM_BODY: dict[tuple[str, str], Any] = {("vtrix", "seed"): -1}

@@ -184,12 +184,20 @@ def estimate_tool(spec: ModelSpec) -> Tool:
             raise ToolError(str(exc)) from exc
         return estimate_result(result)
 
+    priced = ", ".join(p.name for p in spec.priced_params)
+    # Only the priced parameters are declared (a short tools/list); every other generate argument
+    # is accepted as an extra one and checked exactly as generate checks it.
+    schema = input_schema(spec, spec.priced_params)
+    del schema["additionalProperties"]
     return _catalog_tool(
         estimate_cost,
         name=f"{spec.slug}_estimate_cost",
         title=f"Estimate cost: {spec.title}",
-        description=f"Price (USD) of {spec.slug}_generate_video and its source. Free.",
-        schema=input_schema(spec, spec.priced_params),
+        description=(
+            f"Price (USD) of {spec.slug}_generate_video for the same arguments (only {priced} change "
+            "it) and its source. Free; sends nothing."
+        ),
+        schema=schema,
         annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
     )
 

@@ -188,6 +188,8 @@ def estimate_result(result: EstimateResult) -> CallToolResult:
         "source": est.source,
         "basis": est.basis,
         "parameters": result.parameters,
+        "priced_by": list(result.priced_by),
+        "not_priced": list(result.not_priced),
     }
     if result.note:
         record["note"] = result.note
@@ -198,7 +200,9 @@ def estimate_result(result: EstimateResult) -> CallToolResult:
         if est.source != "unverified_estimate"
         else " (unverified estimate: the provider publishes no price)"
     )
-    text = f"{result.model}: ${est.usd:.2f}{caveat}. Source: {est.basis}."
+    text = f"{result.model}: ${est.usd:.2f}{caveat} for {_shown(result.parameters)}. Source: {est.basis}."
+    if result.not_priced:
+        text += f" {', '.join(result.not_priced)} do not change the price."
     if result.sandbox:
         text += " [sandbox: nothing is charged here; this is what the real provider would cost]"
     if result.note:
@@ -228,6 +232,10 @@ def ledger_result(ledger: Ledger, core: Core) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content={"jobs": jobs, "summary": summary}
     )
+
+
+def _shown(values: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in values.items()) or "any arguments"
 
 
 def _iso(timestamp: float) -> str:

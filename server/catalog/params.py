@@ -8,7 +8,7 @@ into messages that name the parameter, its allowed values and what to do next.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,8 @@ from server.errors import InvalidRequest
 
 JsonSchema = dict[str, Any]
 NOTHING_SENT = "Nothing was sent and nothing was charged."
+# The generate tool's own arguments beside the model's (the core checks them).
+SERVER_ARGUMENTS = ("wait_seconds", "new_take", "fix_image", "confirm_cost_usd")
 
 
 def _reject_bool(value: object) -> object:
@@ -67,11 +69,13 @@ def _field_type(spec: ParamSpec) -> Any:
             return Annotated[list[Lora], Field(max_length=spec.max_items)]
 
 
-def _arguments_model(spec: ModelSpec, params: Iterable[ParamSpec], name: str) -> type[BaseModel]:
+def _arguments_model(
+    spec: ModelSpec, params: Iterable[ParamSpec], name: str, *, all_optional: bool = False
+) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for param in params:
         annotation = _field_type(param)
-        if param.required:
+        if param.required and not all_optional:
             fields[param.name] = (annotation, ...)
         else:
             fields[param.name] = (annotation | None, param.default)
@@ -91,7 +95,7 @@ def _generate_model(spec: ModelSpec) -> type[BaseModel]:
 def _estimate_model(spec: ModelSpec) -> type[BaseModel]:
     key = (spec.slug, "estimate")
     if key not in _MODELS:
-        _MODELS[key] = _arguments_model(spec, spec.priced_params, "estimate")
+        _MODELS[key] = _arguments_model(spec, spec.param, "estimate", all_optional=True)
     return _MODELS[key]
 
 
@@ -105,8 +109,11 @@ def validate_generate(spec: ModelSpec, arguments: Mapping[str, Any]) -> dict[str
 
 
 def validate_estimate(spec: ModelSpec, arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the price-relevant arguments of an estimate; fill in the defaults."""
-    return _validate(spec, _estimate_model(spec), arguments, {p.name: p for p in spec.priced_params})
+    """Check an estimate's arguments: the generate tool's, each checked the same way, none required.
+
+    Returns the values with defaults filled in; parameters left out that have no default are None.
+    """
+    return _validate(spec, _estimate_model(spec), arguments, spec.params)
 
 
 def _validate(
@@ -120,7 +127,9 @@ def _validate(
         problems = [_explain(error, params) for error in exc.errors(include_url=False)]
         unique = list(dict.fromkeys(problems))
         raise InvalidRequest(f"{spec.slug}: " + " ".join(unique) + f" {NOTHING_SENT}") from None
-    return {name: getattr(parsed, name) for name in params}
+    # Plain JSON data from here on (a LoRA is a dict, not a model): the journal, the request hash
+    # and the provider body all serialise these values.
+    return parsed.model_dump(mode="json")
 
 
 def _explain(error: ErrorDetails, params: Mapping[str, ParamSpec]) -> str:
@@ -128,7 +137,8 @@ def _explain(error: ErrorDetails, params: Mapping[str, ParamSpec]) -> str:
     name = str(loc[0]) if loc else "arguments"
     spec = params.get(name)
     if error["type"] == "extra_forbidden" or spec is None:
-        return f"Unknown parameter '{name}'; this tool accepts: {', '.join(params)}."
+        accepted = ", ".join((*params, *SERVER_ARGUMENTS))
+        return f"Unknown parameter '{name}'; this tool accepts: {accepted}."
     if error["type"] == "missing":
         return f"'{name}' is required: {spec.description}"
     where = name + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
@@ -221,8 +231,6 @@ def build_body(spec: ModelSpec, values: Mapping[str, Any]) -> dict[str, Any]:
         value = values.get(param.name)
         if value is None or any(value == o and type(value) is type(o) for o in param.omit):
             continue
-        if isinstance(value, list):
-            value = [v.model_dump() if isinstance(v, BaseModel) else v for v in cast(list[Any], value)]
         node = body
         *parents, leaf = param.body_path
         for part in parents:

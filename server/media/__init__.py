@@ -27,8 +27,6 @@ from server.media.images import ReadyImage, check_image, decode_data_uri, read_l
 from server.media.uploads import WaveSpeedUploads
 from server.settings import Settings
 
-FIX_IMAGE = "fix_image"
-
 
 @dataclass(frozen=True, slots=True)
 class PreparedInputs:
@@ -112,7 +110,7 @@ class MediaService:
         if raw.startswith("data:"):
             data = await anyio.to_thread.run_sync(partial(decode_data_uri, name, raw, limits, fix))
         else:
-            roots = self._settings.allowed_dirs
+            roots = self._settings.readable_dirs
             data = await anyio.to_thread.run_sync(partial(read_local, name, raw, roots, limits, fix))
         return await anyio.to_thread.run_sync(partial(check_image, name, data, limits, spec.slug, fix))
 
@@ -134,4 +132,4 @@ class MediaService:
         return Archived(video_path=saved.video, poster_path=str(saved.poster))
 
 
-__all__ = ["FIX_IMAGE", "Archived", "MediaService", "PreparedInputs", "journal_form"]
+__all__ = ["Archived", "MediaService", "PreparedInputs", "journal_form"]

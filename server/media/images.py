@@ -3,9 +3,9 @@
 Everything here is blocking (file reads, Pillow decoding) and runs in a worker thread. Pillow is
 imported lazily so the server starts fast, and only for formats a provider can take.
 
-A local file is read only when it is a regular, non-hidden file inside an allowed folder (after
-symlinks are resolved), no larger than the limit, and Pillow recognises it as an image from its
-first bytes; a data: URI is size-checked before its base64 is decoded.
+A local file is read only when it is a regular file inside an allowed folder (after symlinks are
+resolved) with no hidden file or folder below that folder, no larger than the limit, and Pillow
+recognises it as an image from its first bytes; a data: URI is size-checked before its base64 is decoded.
 """
 
 # Pillow's stubs mention numpy, which may not be installed: some member types come out unknown.
@@ -147,16 +147,22 @@ def read_local(name: str, raw: str, roots: Sequence[Path], limits: ImageLimits, 
         raise refuse(name, "is a relative path; give the full path to the image (or an https:// URL).")
     real = Path(os.path.realpath(given))
     resolved_roots = [Path(os.path.realpath(r.expanduser())) for r in roots]
-    root = next((r for r in resolved_roots if real.is_relative_to(r)), None)
-    if root is None:
+    holders = [r for r in resolved_roots if real.is_relative_to(r)]
+    if not holders:
         folders = ", ".join(str(r) for r in resolved_roots) or "none configured"
         raise refuse(
             name,
             f"is outside the folders this server may read ({folders}). Move or copy the image into one "
             "of them (WAN_MCP_ALLOWED_DIRS), or pass an https:// URL or a data: URI.",
         )
-    if given.name.startswith(".") or any(part.startswith(".") for part in real.relative_to(root).parts):
-        raise refuse(name, "is a hidden file or inside a hidden folder, which this server does not read.")
+    # Hidden means hidden below the folder that allows the file: a folder the user (or the server,
+    # for its own files) named may itself sit under a hidden one, like ~/.local/share.
+    if given.name.startswith(".") or all(_hidden_below(real, root) for root in holders):
+        raise refuse(
+            name,
+            "is a hidden file or inside a hidden folder, which this server does not read. Copy the image "
+            "to a visible folder, or name its folder in WAN_MCP_ALLOWED_DIRS.",
+        )
     try:
         before = os.stat(real)
     except FileNotFoundError:
@@ -187,6 +193,10 @@ def read_local(name: str, raw: str, roots: Sequence[Path], limits: ImageLimits, 
     if len(data) > budget:
         raise _too_big(name, len(data), limits, fix)
     return data
+
+
+def _hidden_below(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _read_at_most(file: IO[bytes], size: int) -> bytes:
