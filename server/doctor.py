@@ -219,7 +219,7 @@ def render(diagnosis: Diagnosis) -> str:
         f"  home       {settings.home}  ({_where(settings.home)})",
         f"  videos     {settings.videos_dir}  ({_where(settings.videos_dir)})",
         f"  database   {settings.database_path}  ({_where(settings.database_path)})",
-        "  local images may be read from:",
+        "  local images may be read from (and the server's own home and videos folders):",
     ]
     lines += [f"    {d}  ({'exists' if d.is_dir() else 'missing'})" for d in settings.allowed_dirs]
     lines += ["", _verdict(diagnosis)]

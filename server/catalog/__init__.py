@@ -60,6 +60,7 @@ class ParamSpec(_Frozen):
     max_items: int | None = Field(default=None, gt=0)
     omit: tuple[Scalar, ...] = ()
     priced: bool = False
+    fits_image: bool = False
     help: str | None = None
 
     @property
@@ -98,6 +99,10 @@ class ParamSpec(_Frozen):
             raise ValueError(f"{self.name}: a numeric parameter needs min <= max")
         if self.kind == "loras" and self.max_items is None:
             raise ValueError(f"{self.name}: a LoRA list needs max_items")
+        if self.fits_image and (
+            self.priced or not self.choices or not all(_is_size(c) for c in self.choices)
+        ):
+            raise ValueError(f"{self.name}: fits_image needs an unpriced choice of W*H sizes")
         if self.required and self.default is not None:
             raise ValueError(f"{self.name}: a required parameter has no default")
         if self.default is not None and not self.accepts(self.default):
@@ -288,6 +293,17 @@ def parse_catalog(text: str) -> Catalog:
 def load_catalog() -> Catalog:
     """The catalog shipped with the package."""
     return parse_catalog(resources.files("server.catalog").joinpath("models.toml").read_text("utf-8"))
+
+
+def size_of(choice: Scalar) -> tuple[int, int]:
+    """A ``W*H`` size choice as (width, height)."""
+    width, _, height = str(choice).partition("*")
+    return int(width), int(height)
+
+
+def _is_size(choice: Scalar) -> bool:
+    width, star, height = str(choice).partition("*")
+    return bool(star) and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0
 
 
 def _show(value: object) -> str:

@@ -129,7 +129,11 @@ def _validate(
         raise InvalidRequest(f"{spec.slug}: " + " ".join(unique) + f" {NOTHING_SENT}") from None
     # Plain JSON data from here on (a LoRA is a dict, not a model): the journal, the request hash
     # and the provider body all serialise these values.
-    return parsed.model_dump(mode="json")
+    values = parsed.model_dump(mode="json")
+    for name, param in params.items():
+        if param.fits_image and name not in given:
+            values[name] = None  # chosen from the image once its pixels are read (server.media)
+    return values
 
 
 def _explain(error: ErrorDetails, params: Mapping[str, ParamSpec]) -> str:

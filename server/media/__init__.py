@@ -10,6 +10,7 @@ which does not document base64 inputs for Wan, gets the URL of an upload.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,7 +20,7 @@ from typing import Any
 import anyio.to_thread
 import httpx
 
-from server.catalog import ModelSpec
+from server.catalog import ModelSpec, ParamSpec, size_of
 from server.jobs.store import Job, JobStore
 from server.media.archive import Archiver
 from server.media.fetch import Resolver, UrlPolicy
@@ -51,6 +52,40 @@ def journal_form(value: str) -> str:
         digest = hashlib.sha256(value.encode()).hexdigest()
         return f"{value.split(',', 1)[0]},sha256:{digest}"
     return value
+
+
+def fit_to_image(param: ParamSpec, given: Any, image: ReadyImage | None) -> tuple[Any, str | None]:
+    """A ``fits_image`` size: the one given, else the choice closest to the image's shape.
+
+    Returns the value and a note when it was chosen, or when the given one will crop or stretch
+    the image. Without the image's pixels (an https:// URL) the documented default applies.
+    """
+    if image is None:
+        return (param.default if given is None else given), None
+    shape = image.width / image.height
+    choices = param.choices or ()
+    best = min(choices, key=lambda c: abs(math.log(_aspect(c) / shape)))
+    if given is None:
+        note = (
+            None
+            if best == param.default
+            else (
+                f"{param.name}: {best}, to match the image ({image.width}x{image.height}); pass "
+                f"{param.name} to choose another."
+            )
+        )
+        return best, note
+    if (_aspect(given) > 1) != (shape > 1) and abs(math.log(_aspect(given) / shape)) > 0.2:
+        return given, (
+            f"{param.name}: {given} does not match the image's shape ({image.width}x{image.height}), so "
+            f"the provider will crop or stretch it; {best} keeps it."
+        )
+    return given, None
+
+
+def _aspect(choice: Any) -> float:
+    width, height = size_of(choice)
+    return width / height
 
 
 class MediaService:
@@ -99,6 +134,12 @@ class MediaService:
                 continue
             checked[param.name] = await self._check(spec, param.name, raw, fix)
         notes = [f"{name}: {'; '.join(image.changes)}." for name, image in checked.items() if image.changes]
+        for param in spec.param:
+            if param.fits_image:
+                chosen, note = fit_to_image(param, ready.get(param.name), checked.get("image"))
+                ready[param.name] = journal[param.name] = chosen
+                if note:
+                    notes.append(note)
         for name, image in checked.items():
             ready[name] = await self._deliver(spec, image)
         return PreparedInputs(values=ready, journal_values=journal, notes=notes)
