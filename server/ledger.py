@@ -12,8 +12,8 @@ from server.errors import InvalidRequest
 from server.jobs.store import Job, JobStore
 from server.settings import SpendPolicy
 
-STATUSES = ("queued", "running", "completed", "failed", "unconfirmed")
-_CHARGEABLE = ("pending", "accepted", "unknown")
+STATUSES = ("queued", "running", "completed", "failed", "unconfirmed", "cancelled")
+_CHARGEABLE = ("pending", "accepted", "unknown", "held")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([hdw])\s*$", re.I)
 
 

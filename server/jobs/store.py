@@ -7,6 +7,10 @@ so a process that dies mid-submit is recognised on restart and never submits aga
     accepted  the provider's job id is recorded
     refused   the provider certainly created nothing
     unknown   the request may have reached the provider, but no answer was read
+    held      the row exists and nothing has been sent; the runner sends it unless it is cancelled
+
+A job may also carry a ``task_id`` (its unguessable handle as an MCP task) and the time a cancel
+was asked for (``cancel_requested_at``), which is kept even when the provider already had the job.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from typing import Any, Literal
 
 from server.errors import JobNotFound, SpendRefused
 
-Status = Literal["queued", "running", "completed", "failed", "unconfirmed"]
-SubmitState = Literal["pending", "accepted", "refused", "unknown"]
+Status = Literal["queued", "running", "completed", "failed", "unconfirmed", "cancelled"]
+SubmitState = Literal["pending", "accepted", "refused", "unknown", "held"]
 LIVE_STATUSES: tuple[Status, ...] = ("queued", "running")
-FINAL_STATUSES: tuple[Status, ...] = ("completed", "failed")
+FINAL_STATUSES: tuple[Status, ...] = ("completed", "failed", "cancelled")
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -73,6 +77,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sha256, origin)
     )
     """,
+    # A job followed as an MCP task, and a cancel asked for (kept when the job could not be stopped).
+    """
+    ALTER TABLE jobs ADD COLUMN task_id TEXT;
+    ALTER TABLE jobs ADD COLUMN cancel_requested_at REAL;
+    CREATE UNIQUE INDEX jobs_task ON jobs(task_id)
+    """,
 )
 
 
@@ -106,6 +116,8 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     notes: tuple[str, ...] = ()
+    task_id: str | None = None
+    cancel_requested_at: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -122,6 +134,11 @@ _COLUMNS = tuple(f.name for f in fields(Job))
 def new_job_id(slug: str) -> str:
     """A job id that names its model: ``<slug>-<12 hex digits>``."""
     return f"{slug}-{secrets.token_hex(6)}"
+
+
+def new_task_id() -> str:
+    """A task handle nobody can guess (128 random bits), unlike a job id."""
+    return f"task_{secrets.token_urlsafe(16)}"
 
 
 class JobStore:
@@ -236,6 +253,26 @@ class JobStore:
             db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*(row[c] for c in changes), job_id])  # noqa: S608
         return updated
 
+    def update_if(self, job_id: str, expected: Mapping[str, Any], **changes: Any) -> Job | None:
+        """Apply ``changes`` only if the row still has the ``expected`` values (one transaction).
+
+        Returns:
+            The new row, or None when some expected value differs (nothing changed).
+        """
+        unknown = (set(changes) | set(expected)) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job fields: {sorted(unknown)}")
+        changes["updated_at"] = time.time()
+        with self._tx() as db:
+            current = _one(db, job_id)
+            if any(getattr(current, name) != value for name, value in expected.items()):
+                return None
+            updated = replace(current, **changes)
+            row = _to_row(updated)
+            assignments = ", ".join(f"{c} = ?" for c in changes)
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*(row[c] for c in changes), job_id])  # noqa: S608
+        return updated
+
     def get(self, job_id: str) -> Job:
         with self._lock:
             return _one(self._db, job_id)
@@ -262,6 +299,15 @@ class JobStore:
         """Rows whose submit was in flight when a process stopped."""
         return self.select("submit_state = 'pending'")
 
+    def held(self) -> list[Job]:
+        """Rows journaled but not yet sent (the runner sends them unless cancelled)."""
+        return self.select("submit_state = 'held'")
+
+    def by_task(self, task_id: str) -> Job | None:
+        """The job followed as the task ``task_id``, if any."""
+        rows = self.select("task_id = ?", (task_id,), limit=1)
+        return rows[0] if rows else None
+
     def recent(self, limit: int = 20) -> list[Job]:
         return self.select(limit=limit)
 
@@ -285,10 +331,11 @@ class JobStore:
 
 def _spent(db: sqlite3.Connection, since: float) -> float:
     # Anything that may have reached the provider counts: the reported cost when known, else the
-    # estimate. A job the provider refused, or that never left, costs nothing.
+    # estimate. A job the provider refused, or that never left, costs nothing; one about to be sent
+    # (held) has its price reserved.
     value = db.execute(
         "SELECT COALESCE(SUM(COALESCE(cost_usd, estimate_usd, 0)), 0) FROM jobs "
-        "WHERE created_at >= ? AND submit_state IN ('pending', 'accepted', 'unknown')",
+        "WHERE created_at >= ? AND submit_state IN ('pending', 'accepted', 'unknown', 'held')",
         (since,),
     ).fetchone()[0]
     return float(value)
