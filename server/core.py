@@ -27,7 +27,7 @@ from server.catalog.params import (
 from server.catalog.pricing import Estimate, catalog_price, round_usd
 from server.errors import ConfirmationRequired, InvalidRequest, ProviderError, WanMcpError
 from server.jobs.runner import JobRunner, ProgressCallback, Submission
-from server.jobs.store import Job, JobStore
+from server.jobs.store import Job, JobStore, new_task_id
 from server.media import MediaService
 from server.media.archive import sweep_partials
 from server.providers import build_providers
@@ -181,8 +181,12 @@ class Core:
         on_progress: ProgressCallback | None = None,
         *,
         user_confirmed: bool = False,
+        as_task: bool = False,
     ) -> Submission:
         """Validate, price, journal and submit one job, then wait up to ``wait_seconds``.
+
+        ``as_task``: return as soon as the job's row (with its task handle) is committed; the
+        submit follows in the background and ``wait_seconds`` is not waited.
 
         Raises:
             ConfirmationRequired: the price needs the user's agreement (``confirm_cost_usd``).
@@ -200,9 +204,9 @@ class Core:
             )
         estimate = catalog_price(spec, values)
         submission = await self.runner.submit(
-            spec, values, estimate, new_take=options.new_take, fix_image=options.fix_image
+            spec, values, estimate, new_take=options.new_take, fix_image=options.fix_image, as_task=as_task
         )
-        if options.wait_seconds <= 0 or not submission.job.is_live:
+        if as_task or options.wait_seconds <= 0 or not submission.job.is_live:
             return submission
         job = await self.runner.wait(submission.job.id, options.wait_seconds, on_progress)
         return Submission(job, duplicate=submission.duplicate)
@@ -219,6 +223,27 @@ class Core:
             self.runner.follow(job)
             return job
         return await self.runner.wait(job_id, wait, on_progress)
+
+    async def task(self, task_id: str) -> Job | None:
+        """The job followed as ``task_id``, moved along as ``get_result`` would (without waiting)."""
+        job = self.store.by_task(task_id)
+        if job is None:
+            return None
+        if job.status == "unconfirmed":
+            job = await self.runner.reconcile(job)
+        self.runner.follow(job)
+        return job
+
+    def ensure_task(self, job: Job) -> Job:
+        """``job`` with a task handle (an earlier job a repeated request maps to may lack one)."""
+        if job.task_id is not None:
+            return job
+        marked = self.store.update_if(job.id, {"task_id": None}, task_id=new_task_id())
+        return marked or self.store.get(job.id)
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: free before it is sent; once the provider has it, only recorded (billed)."""
+        return self.runner.cancel(job_id)
 
 
 def _flag(value: Any, name: str) -> bool:

@@ -31,7 +31,7 @@ from server.errors import (
     Unavailable,
 )
 from server.jobs.schedule import MAX_SAMPLES, PollPlanner, job_seconds
-from server.jobs.store import Job, JobStore, new_job_id
+from server.jobs.store import Job, JobStore, new_job_id, new_task_id
 from server.media import MediaService
 from server.providers import Provider, ProviderStatus
 from server.providers.http import MaybeSent, backoff
@@ -45,6 +45,7 @@ ProgressCallback = Callable[[float, str], Awaitable[None]]
 # (clock skew before; the submit's own timeout and some slack after).
 RECONCILE_BEFORE = 10.0
 RECONCILE_AFTER = 60.0
+CANCELLED_UNSENT = "Cancelled before it was sent to the provider; nothing was charged."
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,10 @@ def describe_progress(job: Job, spec: ModelSpec | None, now: float) -> tuple[flo
         return 1.0, f"failed: {job.error or 'unknown reason'}"
     if job.status == "unconfirmed":
         return 0.0, "submission unconfirmed"
+    if job.status == "cancelled":
+        return 1.0, "cancelled before it was sent; nothing was charged"
+    if job.submit_state == "held":
+        return 0.0, "waiting to be sent to the provider"
     if job.provider_job_id is None:
         return 0.0, "submitting"
     started = job.started_at or job.submitted_at or job.created_at
@@ -145,6 +150,17 @@ class JobRunner:
                 submit_state="unknown",
                 error="The server stopped while this job was being submitted; it was not resubmitted.",
             )
+        # The provider's body (uploaded or inlined images) was never journaled, so a job that was
+        # waiting to be sent is settled, never sent later by surprise.
+        for job in self._store.held():
+            self._update(
+                job.id,
+                status="failed",
+                submit_state="refused",
+                finished_at=time.time(),
+                error="The server stopped before sending this job, so nothing was sent and nothing "
+                "was charged. Submit it again if you still want it.",
+            )
         live = [job for job in self._store.live() if job.sandbox == self._settings.sandbox]
         for job in live:
             self.follow(job)
@@ -173,8 +189,13 @@ class JobRunner:
         *,
         new_take: bool = False,
         fix_image: bool = False,
+        as_task: bool = False,
     ) -> Submission:
         """Journal the job, then submit it exactly once.
+
+        ``as_task``: the row gets a task handle and is returned as soon as it is committed, with
+        nothing sent yet; the submit follows in the server's task group (``cancel`` can still stop
+        it for free until it goes out).
 
         An identical request (same model, arguments and image bytes) made within the dedupe
         window returns the earlier job instead, unless ``new_take``. The caps are checked and the
@@ -203,7 +224,7 @@ class JobRunner:
             model=spec.slug,
             provider=spec.provider,
             status="queued",
-            submit_state="pending",
+            submit_state="held" if as_task else "pending",
             params=prepared.journal_values,
             request_hash=request_hash(spec.slug, body),
             created_at=now,
@@ -212,6 +233,7 @@ class JobRunner:
             estimate_source=estimate.source,
             sandbox=self._settings.sandbox,
             notes=tuple(prepared.notes),
+            task_id=new_task_id() if as_task else None,
         )
         job = self._store.insert_checked(
             candidate,
@@ -223,12 +245,65 @@ class JobRunner:
             log.info("request for %s repeats %s; not submitted again", spec.slug, job.id)
             self.follow(job)
             return Submission(job, duplicate=True)
+        if as_task:
+            self._tg.start_soon(self._send_held, job.id, spec, body, name=f"send {job.id}")
+            return Submission(job, duplicate=False)
         with anyio.CancelScope(shield=True):
             job = await self._submit_once(job, provider, spec, body)
         if job.provider_job_id is not None:
             log.info("submitted %s as %s/%s", job.id, spec.provider, job.provider_job_id)
             self.follow(job, submitted=True)
         return Submission(job, duplicate=False)
+
+    async def _send_held(self, job_id: str, spec: ModelSpec, body: dict[str, Any]) -> None:
+        """Send a held job once it has a place under the provider's rate limit, unless cancelled."""
+        await self._limits.acquire(spec.provider)
+        # The claim and a cancel are each one transaction: exactly one of them wins.
+        claimed = self._store.update_if(job_id, {"submit_state": "held"}, submit_state="pending")
+        if claimed is None:
+            return
+        self._changed(job_id)
+        with anyio.CancelScope(shield=True):
+            try:
+                sent = await self._submit_once(claimed, self.provider_for(spec), spec, body)
+            except ProviderError as exc:
+                log.info("the provider refused %s: %s", job_id, exc)
+                return
+            except Exception:
+                # The row already says how far the submit got; the server goes on.
+                log.exception("sending %s failed", job_id)
+                return
+            if sent.provider_job_id is not None:
+                log.info("submitted %s as %s/%s", job_id, spec.provider, sent.provider_job_id)
+                self.follow(sent, submitted=True)
+
+    def cancel(self, job_id: str) -> Job:
+        """Stop a job that has not been sent (nothing is charged); otherwise record the request.
+
+        A provider that has the job cannot be told to stop (WaveSpeed has no cancel), so such a job
+        runs to its end, is billed, and its row says the cancel came too late.
+        """
+        job = self._store.get(job_id)
+        if job.is_final:
+            return job
+        now = time.time()
+        stopped = self._store.update_if(
+            job_id,
+            {"submit_state": "held"},
+            status="cancelled",
+            submit_state="refused",
+            cancel_requested_at=now,
+            finished_at=now,
+            error=CANCELLED_UNSENT,
+        )
+        if stopped is None:
+            stopped = self._store.update_if(job_id, {"cancel_requested_at": None}, cancel_requested_at=now)
+        self._changed(job_id)
+        return stopped or self._store.get(job_id)
+
+    def next_poll_delay(self, job: Job) -> float:
+        """Seconds until the runner next asks the provider about ``job`` (a hint for clients)."""
+        return self._next_poll_delay(job, self._models.get(job.model))
 
     async def _submit_once(self, job: Job, provider: Provider, spec: ModelSpec, body: dict[str, Any]) -> Job:
         try:
