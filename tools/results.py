@@ -24,6 +24,10 @@ JOB_VIDEO_URI = "wan-video://jobs/{job_id}/video"
 JOBS_URI = "wan-video://jobs"
 # A poster is a few tens of KB; anything much bigger is not one of ours.
 MAX_POSTER_BYTES = 512 * 1024
+BILLED_CANCEL = (
+    "Cancelled after the provider had the job, which cannot be stopped there: it is billed as usual "
+    "and its video is still saved."
+)
 
 
 def job_uri(job_id: str) -> str:
@@ -54,8 +58,12 @@ def job_record(job: Job, core: Core) -> dict[str, Any]:
             record["local_path"] = job.local_path
         if job.poster_path:
             record["poster_path"] = job.poster_path
-    if job.status in ("failed", "unconfirmed"):
+    if job.status in ("failed", "unconfirmed", "cancelled"):
         record["error"] = job.error or "unknown error"
+    if job.cancel_requested_at is not None:
+        record["cancel_requested_at"] = _iso(job.cancel_requested_at)
+        if job.status != "cancelled":
+            record["cancel_note"] = BILLED_CANCEL
     if job.cost_usd is not None:
         record["cost_usd"] = job.cost_usd
     if job.inference_ms is not None:
@@ -89,6 +97,8 @@ def next_step(job: Job) -> str:
             return (
                 f"Failed: {job.error}. Fix the cause and call the generate tool again if you want a new take."
             )
+        case "cancelled":
+            return f"{job.error}"
         case "unconfirmed":
             return (
                 f"{job.error} Do not submit it again yet: call get_result with job_id '{job.id}' "
@@ -107,6 +117,8 @@ def job_result(job: Job, core: Core, *, duplicate: bool = False) -> CallToolResu
     record = job_record(job, core)
     sandbox = " [sandbox: emulated provider, no cost]" if job.sandbox else ""
     text = f"Job {job.id} ({job.model}) is {job.status}.{sandbox} {next_step(job)}"
+    if "cancel_note" in record:
+        text += f" {BILLED_CANCEL}"
     if duplicate:
         record["duplicate_of_earlier_request"] = True
         text = (
@@ -217,7 +229,18 @@ def ledger_result(ledger: Ledger, core: Core) -> CallToolResult:
             key: value
             for key, value in job_record(job, core).items()
             if key
-            in ("job_id", "model", "status", "created_at", "estimate_usd", "cost_usd", "video_url", "error")
+            in (
+                "job_id",
+                "model",
+                "status",
+                "created_at",
+                "estimate_usd",
+                "cost_usd",
+                "video_url",
+                "error",
+                "cancel_requested_at",
+                "cancel_note",
+            )
         }
         for job in ledger.jobs
     ]
