@@ -28,6 +28,7 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
     """
     from tools import build_tools
     from tools.resources import register_resources
+    from tools.tasks import VideoTasks
 
     models = list(load_catalog().select(settings.models))
 
@@ -36,12 +37,15 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         async with open_core(settings, transport=transport) as core:
             yield core
 
+    tools = build_tools(models, settings)
+    tasks = VideoTasks(tool.name for tool in tools if tool.name.endswith("_generate_video"))
     server: MCPServer[Core] = MCPServer(
         name="wan-video-mcp",
         title="Wan image-to-video",
         version=__version__,
         instructions=INSTRUCTIONS,
-        tools=build_tools(models, settings),
+        tools=tools,
+        extensions=[tasks],
         lifespan=lifespan,
     )
     register_resources(server)

@@ -101,6 +101,9 @@ class Settings(BaseModel):
     poll: PollPolicy = DEFAULT_POLL
     spend: SpendPolicy = SpendPolicy()
     http: HttpPolicy = HttpPolicy()
+    # How long a generate call answered as an MCP task can be followed as one (its ttlMs); the
+    # job's row, and get_result, outlive it.
+    task_ttl_days: float = Field(default=30.0, gt=0)
 
     @property
     def videos_dir(self) -> Path:

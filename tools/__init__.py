@@ -27,6 +27,7 @@ from server.jobs.runner import ProgressCallback
 from server.ledger import STATUSES, build_ledger, parse_since
 from server.settings import MAX_WAIT_SECONDS, Settings
 from tools.results import estimate_result, job_result, ledger_result
+from tools.tasks import task_start
 
 AppContext = Context[Core, Any]
 
@@ -144,10 +145,15 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
         approved = isinstance(answer, SpendConfirmation) and answer.approve
         if isinstance(answer, SpendConfirmation) and not approved:
             raise declined
+        task = task_start()
         try:
-            submission = await core.generate(spec, arguments, progress_reporter(ctx), user_confirmed=approved)
+            submission = await core.generate(
+                spec, arguments, progress_reporter(ctx), user_confirmed=approved, as_task=task is not None
+            )
         except WanMcpError as exc:
             raise ToolError(str(exc)) from exc
+        if task is not None:
+            task.submission = submission
         return job_result(submission.job, core, duplicate=submission.duplicate)
 
     # Set after the fact: the resolver is a local function, which a string annotation can't name.
