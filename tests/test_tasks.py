@@ -89,12 +89,13 @@ async def test_a_generate_call_is_a_task_followed_to_the_full_result(
     record = structured(result)
     assert record["status"] == "completed", text_of(result)
     assert record["video_url"].startswith("http://testserver/sandbox/files/")
-    assert Path(record["local_path"]).is_file()
+    assert await anyio.Path(record["local_path"]).is_file()
     kinds = [block.type for block in result.content]
     assert kinds == ["text", "resource_link", "resource_link", "image"]
 
     [created] = extension.created
-    assert created.task_id.startswith("task_") and len(created.task_id) >= 27
+    assert created.task_id.startswith("task_")
+    assert len(created.task_id) >= 27
     assert record["job_id"] not in created.task_id
     assert created.status == "working"
     assert created.ttl_ms == round(settings.task_ttl_days * 86_400_000)
@@ -104,7 +105,8 @@ async def test_a_generate_call_is_a_task_followed_to_the_full_result(
     assert all(s.status_message and PROGRESS_LINE.match(s.status_message) for s in working), working
     assert all(s.poll_interval_ms is not None for s in working)
     final = extension.seen[-1]
-    assert final.status == "completed" and final.status_message == "done"
+    assert final.status == "completed"
+    assert final.status_message == "done"
 
     # The result is what the synchronous tools say about the same job.
     again = await client.call_tool("get_result", {"job_id": record["job_id"]})
@@ -123,12 +125,14 @@ async def test_the_task_is_durable_before_the_answer_and_resolves_at_once(
         row = other.by_task(task.task_id)
     finally:
         other.close()
-    assert row is not None and row.model == FAST
+    assert row is not None
+    assert row.model == FAST
     state = await get_task(client, task.task_id)
     assert state.task_id == task.task_id
     assert state.status in ("working", "completed")
     done = await until(client, task.task_id, lambda s: s.status != "working")
-    assert done.status == "completed" and done.result is not None
+    assert done.status == "completed"
+    assert done.result is not None
     assert done.result["structuredContent"]["job_id"] == row.id
 
 
@@ -137,7 +141,9 @@ async def test_progress_is_the_status_message_while_the_provider_renders(
 ) -> None:
     emulator.hold = True
     settings = make_settings(tmp_path, poll=SLOW_POLL)
-    async with Client(build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]) as c:
+    async with Client(
+        build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]
+    ) as c:
         task = await start_task(c, GENERATE, arguments())
         state = await until(c, task.task_id, lambda s: (s.status_message or "").startswith("running"))
         assert state.status == "working"
@@ -173,7 +179,8 @@ async def test_a_job_the_provider_fails_completes_with_an_error_result(
     done = await until(client, task.task_id, lambda s: s.status != "working")
     assert done.status == "completed", done
     assert done.error is None
-    assert done.result is not None and done.result["isError"] is True
+    assert done.result is not None
+    assert done.result["isError"] is True
     assert done.result["structuredContent"]["status"] == "failed"
     assert "flagged by moderation" in done.result["structuredContent"]["error"]
     assert "flagged by moderation" in done.result["content"][0]["text"]
@@ -183,7 +190,9 @@ async def test_a_cancel_before_the_submit_costs_nothing_and_ends_cancelled(
     tmp_path: Path, emulator: Emulator
 ) -> None:
     settings = make_settings(tmp_path, poll=ONE_REQUEST, spend=SpendPolicy(budget_usd=1.0))
-    async with Client(build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]) as c:
+    async with Client(
+        build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]
+    ) as c:
         first = await start_task(c, GENERATE, arguments("the first take"))
         await until(c, first.task_id, sent)
         second = await start_task(c, GENERATE, arguments("the second take"))
@@ -229,13 +238,16 @@ async def test_a_cancel_after_the_submit_is_billed_and_still_saves_the_video(
     assert done.result is not None
     result = CallToolResult.model_validate(done.result)
     record = structured(result)
-    assert record["status"] == "completed" and record["video_url"]
-    assert Path(record["local_path"]).is_file()
-    assert "billed" in record["cancel_note"] and "cancel_requested_at" in record
+    assert record["status"] == "completed"
+    assert record["video_url"]
+    assert await anyio.Path(record["local_path"]).is_file()
+    assert "billed" in record["cancel_note"]
+    assert "cancel_requested_at" in record
     assert "billed as usual and its video is still saved" in text_of(result)
     assert any(block.type == "resource_link" for block in result.content)
     [row] = ledger["jobs"]
-    assert row["status"] == "completed" and "billed" in row["cancel_note"]
+    assert row["status"] == "completed"
+    assert "billed" in row["cancel_note"]
     assert ledger["summary"]["total"]["charged_usd"] == 0.05
     assert structured(again)["cancel_note"] == record["cancel_note"]
     assert len(emulator.submissions()) == 1
@@ -246,16 +258,22 @@ async def test_a_task_survives_a_restart_and_is_never_submitted_twice(
 ) -> None:
     emulator.hold = True
     settings = make_settings(tmp_path, poll=SLOW_POLL)
-    async with Client(build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]) as c:
+    async with Client(
+        build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]
+    ) as c:
         task = await start_task(c, GENERATE, arguments())
         await until(c, task.task_id, sent)
-    async with Client(build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]) as c:
+    async with Client(
+        build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]
+    ) as c:
         state = await get_task(c, task.task_id)
-        assert state.status == "working" and sent(state)
+        assert state.status == "working"
+        assert sent(state)
         emulator.release()
         done = await until(c, task.task_id, lambda s: s.status != "working")
     assert done.status == "completed"
-    assert done.result is not None and done.result["structuredContent"]["video_url"]
+    assert done.result is not None
+    assert done.result["structuredContent"]["video_url"]
     assert len(emulator.submissions()) == 1
 
 
@@ -263,16 +281,21 @@ async def test_a_task_not_yet_sent_when_the_server_stopped_is_settled_unsent(
     tmp_path: Path, emulator: Emulator
 ) -> None:
     settings = make_settings(tmp_path, poll=ONE_REQUEST)
-    async with Client(build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]) as c:
+    async with Client(
+        build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]
+    ) as c:
         first = await start_task(c, GENERATE, arguments("the first take"))
         await until(c, first.task_id, sent)
         second = await start_task(c, GENERATE, arguments("the second take"))
     restarted = make_settings(tmp_path, poll=FAST_POLL)
-    async with Client(build_server(restarted, transport=emulator.transport()), extensions=[TasksClient()]) as c:
+    async with Client(
+        build_server(restarted, transport=emulator.transport()), extensions=[TasksClient()]
+    ) as c:
         unsent = await get_task(c, second.task_id)
         finished = await until(c, first.task_id, lambda s: s.status != "working")
     assert unsent.status == "completed"
-    assert unsent.result is not None and unsent.result["isError"] is True
+    assert unsent.result is not None
+    assert unsent.result["isError"] is True
     assert "nothing was sent and nothing was charged" in unsent.result["structuredContent"]["error"]
     assert finished.status == "completed"
     assert len(emulator.submissions()) == 1
@@ -280,7 +303,9 @@ async def test_a_task_not_yet_sent_when_the_server_stopped_is_settled_unsent(
 
 async def test_unknown_and_expired_task_ids_are_invalid_params(tmp_path: Path, emulator: Emulator) -> None:
     settings = make_settings(tmp_path, task_ttl_days=1e-9)  # a task expires within a millisecond
-    async with Client(build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]) as c:
+    async with Client(
+        build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]
+    ) as c:
         for call in (get_task, cancel_task):
             with pytest.raises(MCPError) as unknown:
                 await call(c, "task_nobody-has-this-id")
@@ -321,7 +346,8 @@ async def test_refusals_and_declined_confirmations_are_plain_errors_never_tasks(
             (arguments(), "did not agree"),  # the user declines the price
         ):
             answer = await c.call_tool(GENERATE, bad)
-            assert answer.is_error and said in text_of(answer), text_of(answer)
+            assert answer.is_error, text_of(answer)
+            assert said in text_of(answer)
         ledger = structured(await c.call_tool("list_jobs", {}))
     assert extension.created == []
     assert ledger["jobs"] == []
@@ -359,7 +385,8 @@ async def test_estimates_get_result_and_list_jobs_are_never_tasks(
         ("list_jobs", {}),
     ):
         answer = await client.session.call_tool(name, args, allow_claimed=True)
-        assert isinstance(answer, CallToolResult) and not answer.is_error, (name, answer)
+        assert isinstance(answer, CallToolResult), (name, answer)
+        assert not answer.is_error, (name, answer)
     assert len(extension.created) == 1
 
 
@@ -368,7 +395,9 @@ async def test_a_repeated_request_follows_the_same_task_and_pays_once(
 ) -> None:
     emulator.hold = True
     settings = make_settings(tmp_path, poll=SLOW_POLL)
-    async with Client(build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]) as c:
+    async with Client(
+        build_server(settings, transport=emulator.transport()), extensions=[TasksClient()]
+    ) as c:
         first = await start_task(c, GENERATE, arguments())
         again = await start_task(c, GENERATE, arguments())
         assert again.task_id == first.task_id
@@ -387,7 +416,8 @@ async def test_clients_that_do_not_declare_tasks_see_no_change(tmp_path: Path, e
     server = build_server(settings, transport=emulator.transport())
     async with Client(server) as modern:
         result = await modern.session.call_tool(GENERATE, arguments("modern"), allow_claimed=True)
-        assert isinstance(result, CallToolResult) and structured(result)["status"] == "completed"
+        assert isinstance(result, CallToolResult)
+        assert structured(result)["status"] == "completed"
         with pytest.raises(MCPError) as undeclared:
             await get_task(modern, "task_whatever")
         assert undeclared.value.error.code == -32021
@@ -439,7 +469,12 @@ class Raw:
         }
         if name is not None:
             headers["Mcp-Name"] = name
-        body = {"jsonrpc": "2.0", "id": self.ids, "method": method, "params": {**params, "_meta": _meta(declare)}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": self.ids,
+            "method": method,
+            "params": {**params, "_meta": _meta(declare)},
+        }
         response = await self.http.post(self.url, json=body, headers=headers)
         text = response.text
         if response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -463,9 +498,12 @@ async def test_raw_http_task_shapes_and_error_codes(raw: Raw, emulator: Emulator
     call = {"name": GENERATE, "arguments": arguments(), "task": {"ttl": 1000}}
     status, created = await raw.call("tools/call", call, name=GENERATE)
     task = created["result"]
-    assert status == 200 and task["resultType"] == "task" and "task" not in task
+    assert status == 200
+    assert task["resultType"] == "task"
+    assert "task" not in task
     assert set(task) >= {"taskId", "status", "createdAt", "lastUpdatedAt", "ttlMs", "pollIntervalMs"}
-    assert task["status"] == "working" and task["ttlMs"] > 0
+    assert task["status"] == "working"
+    assert task["ttlMs"] > 0
     task_id = task["taskId"]
 
     with anyio.fail_after(20):
@@ -512,14 +550,31 @@ async def test_raw_http_legacy_session_has_no_tasks_methods(raw: Raw) -> None:
     }
     response = await raw.http.post(raw.url, json=init, headers=headers)
     assert response.status_code == 200
-    session = {**headers, "Mcp-Session-Id": response.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
-    await raw.http.post(raw.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+    session = {
+        **headers,
+        "Mcp-Session-Id": response.headers["mcp-session-id"],
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    await raw.http.post(
+        raw.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+    )
+
+    async def send(message: dict[str, Any]) -> dict[str, Any]:
+        answer = await raw.http.post(raw.url, json=message, headers=session)
+        text = answer.text
+        if answer.headers.get("content-type", "").startswith("text/event-stream"):
+            text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
+        return json.loads(text)
+
     ask = {"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"taskId": "task_x"}}
-    answer = await raw.http.post(raw.url, json=ask, headers=session)
-    text = answer.text
-    if answer.headers.get("content-type", "").startswith("text/event-stream"):
-        text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
-    assert json.loads(text)["error"]["code"] == -32601
+    assert (await send(ask))["error"]["code"] == -32601
+    # The 2025-11-25 way to ask for a task is ignored: the call runs as an ordinary one.
+    call = {"name": GENERATE, "arguments": arguments(wait_seconds=0), "task": {"ttl": 60000}}
+    answered = await send({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": call})
+    result = answered["result"]
+    assert "task" not in result
+    assert "taskId" not in result
+    assert result["structuredContent"]["status"] in ("queued", "running", "completed")
 
 
 async def test_an_sdk_client_follows_a_task_over_streamable_http(
@@ -532,6 +587,7 @@ async def test_an_sdk_client_follows_a_task_over_streamable_http(
         async with serve_asgi(app) as base, Client(f"{base}/mcp", extensions=[extension]) as c:
             result = await c.call_tool(GENERATE, arguments())
     record = structured(result)
-    assert record["status"] == "completed" and record["video_url"]
+    assert record["status"] == "completed"
+    assert record["video_url"]
     assert any(block.type == "resource_link" for block in result.content)
     assert len(extension.created) == 1

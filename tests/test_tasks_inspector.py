@@ -47,7 +47,10 @@ async def _serve(settings: Settings) -> AsyncIterator[str]:
 
 
 async def test_inspector_completes_a_generate_call_through_a_task(
-    inspector: Inspector, tmp_path: Path, emulator: Emulator, loopback_emulator: str
+    inspector: Inspector,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    emulator: Emulator,
+    loopback_emulator: str,
 ) -> None:
     settings = make_settings(tmp_path / "home", base_url=loopback_emulator)
     async with _serve(settings) as url:
@@ -58,12 +61,16 @@ async def test_inspector_completes_a_generate_call_through_a_task(
     links = [c for c in result["content"] if c["type"] == "resource_link"]
     assert links[0]["uri"] == f"wan-video://jobs/{record['job_id']}"
     [row] = journal(settings)
-    assert row.id == record["job_id"] and row.task_id is not None  # it was answered as a task
+    assert row.id == record["job_id"]
+    assert row.task_id is not None
     assert len(emulator.submissions()) == 1
 
 
 async def test_inspector_follows_a_task_cancelled_after_the_submit_to_its_billed_video(
-    inspector: Inspector, tmp_path: Path, emulator: Emulator, loopback_emulator: str
+    inspector: Inspector,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    emulator: Emulator,
+    loopback_emulator: str,
 ) -> None:
     emulator.hold = True
     polled = anyio.Event()
@@ -81,19 +88,23 @@ async def test_inspector_follows_a_task_cancelled_after_the_submit_to_its_billed
     async def follow(url: str) -> None:
         answer.update(await inspector.tool([url], GENERATE, minimal_arguments(MODEL), era="modern"))
 
-    async with _serve(settings) as url:
-        async with anyio.create_task_group() as group, httpx.AsyncClient(timeout=30) as http:
-            group.start_soon(follow, url)
-            with anyio.fail_after(60):
-                await polled.wait()
-            [row] = journal(settings)
-            assert row.task_id is not None
-            _, ack = await Raw(http, url).call("tasks/cancel", {"taskId": row.task_id}, name=row.task_id)
-            assert ack["result"]["resultType"] == "complete"
-            emulator.release()
+    async with (
+        _serve(settings) as url,
+        anyio.create_task_group() as group,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        group.start_soon(follow, url)
+        with anyio.fail_after(60):
+            await polled.wait()
+        [row] = journal(settings)
+        assert row.task_id is not None
+        _, ack = await Raw(http, url).call("tasks/cancel", {"taskId": row.task_id}, name=row.task_id)
+        assert ack["result"]["resultType"] == "complete"
+        emulator.release()
     record = answer["structuredContent"]
     assert record["status"] == "completed"
-    assert record["video_url"] and Path(record["local_path"]).is_file()
+    assert record["video_url"]
+    assert await anyio.Path(record["local_path"]).is_file()
     assert "billed" in record["cancel_note"]
     assert "billed as usual and its video is still saved" in answer["content"][0]["text"]
     assert len(emulator.submissions()) == 1
