@@ -20,7 +20,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from server.app import build_server
 from server.jobs.store import JobStore
-from server.sandbox import Emulator
+from server.sandbox import Emulator, Fault
 from server.settings import Settings, SpendPolicy
 from tests.conftest import FAST_POLL, make_settings
 from tests.mcp_helpers import minimal_arguments, serve_asgi, stdio_server, structured, text_of
@@ -591,3 +591,17 @@ async def test_an_sdk_client_follows_a_task_over_streamable_http(
     assert record["video_url"]
     assert any(block.type == "resource_link" for block in result.content)
     assert len(extension.created) == 1
+
+
+async def test_a_cancel_while_the_submission_is_unconfirmed_says_it_may_be_billed(
+    tasks_client: tuple[Client, TasksClient], emulator: Emulator
+) -> None:
+    client, _ = tasks_client
+    emulator.inject("vx.submit", Fault.drop())  # Vtrix has the job, its answer is lost
+    task = await start_task(client, "wan22_i2v_flash_generate_video", minimal_arguments("wan22_i2v_flash"))
+    await until(client, task.task_id, lambda s: (s.status_message or "").startswith("submission unconfirmed"))
+    await cancel_task(client, task.task_id)
+    state = await get_task(client, task.task_id)
+    assert state.status == "working"
+    assert "if the provider has the job, it cannot be stopped there" in (state.status_message or "")
+    assert len(emulator.submissions()) == 1

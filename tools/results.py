@@ -28,6 +28,17 @@ BILLED_CANCEL = (
     "Cancelled after the provider had the job, which cannot be stopped there: it is billed as usual "
     "and its video is still saved."
 )
+UNSURE_CANCEL = (
+    "Cancelled while the submission was unconfirmed: if the provider has the job, it cannot be "
+    "stopped there and is billed as usual."
+)
+
+
+def cancel_note(job: Job) -> str | None:
+    """What a cancel that came too late to stop the job means for the bill, if one was asked for."""
+    if job.cancel_requested_at is None or job.status in ("cancelled", "failed"):
+        return None
+    return BILLED_CANCEL if job.submit_state == "accepted" else UNSURE_CANCEL
 
 
 def job_uri(job_id: str) -> str:
@@ -62,8 +73,8 @@ def job_record(job: Job, core: Core) -> dict[str, Any]:
         record["error"] = job.error or "unknown error"
     if job.cancel_requested_at is not None:
         record["cancel_requested_at"] = _iso(job.cancel_requested_at)
-        if job.status != "cancelled":
-            record["cancel_note"] = BILLED_CANCEL
+    if (note := cancel_note(job)) is not None:
+        record["cancel_note"] = note
     if job.cost_usd is not None:
         record["cost_usd"] = job.cost_usd
     if job.inference_ms is not None:
@@ -118,7 +129,7 @@ def job_result(job: Job, core: Core, *, duplicate: bool = False) -> CallToolResu
     sandbox = " [sandbox: emulated provider, no cost]" if job.sandbox else ""
     text = f"Job {job.id} ({job.model}) is {job.status}.{sandbox} {next_step(job)}"
     if "cancel_note" in record:
-        text += f" {BILLED_CANCEL}"
+        text += f" {record['cancel_note']}"
     if duplicate:
         record["duplicate_of_earlier_request"] = True
         text = (

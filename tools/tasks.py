@@ -30,7 +30,7 @@ from pydantic import Field
 from server.core import Core
 from server.jobs.runner import Submission, describe_progress
 from server.jobs.store import Job
-from tools.results import BILLED_CANCEL, job_result
+from tools.results import cancel_note, job_result
 
 TASKS = "io.modelcontextprotocol/tasks"
 _MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
@@ -130,8 +130,8 @@ class VideoTasks(Extension):
             status = "completed"
         else:
             status = "working"
-        if job.cancel_requested_at is not None and status != "cancelled":
-            line = f"{line}. {BILLED_CANCEL}"
+        if (note := cancel_note(job)) is not None:
+            line = f"{line}. {note}"
         assert job.task_id is not None
         task: dict[str, Any] = {
             "taskId": job.task_id,
