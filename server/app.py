@@ -15,14 +15,18 @@ from server.settings import Settings
 
 INSTRUCTIONS = (
     "Turns a still image into a short video with Wan 2.x models. Per model: <model>_estimate_cost "
-    "(free) and <model>_generate_video (costs money). A generate call waits up to wait_seconds, then "
-    "returns job_id and status; call get_result(job_id) until status is completed (video_url, "
-    "local_path) or failed (error). Never call generate again just because a call returned early."
+    "(free) and <model>_generate_video (costs money). A generate call waits up to wait_seconds "
+    "(0: not at all), then returns job_id and status; call get_result(job_id) until status is "
+    "completed (video_url, local_path) or failed (error). Never call generate again just because a "
+    "call returned early: a request identical to a recent one returns that job, and new_take=true "
+    "pays for another take. image and last_image: an https URL, a data: URI or a local file path; "
+    "fix_image=true rescales or flattens an image outside the model's limits instead of refusing "
+    "it. seed -1 is random; an explicit seed lets a take be repeated."
 )
 
 
 def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> MCPServer[Core]:
-    """An ``MCPServer`` with a tool pair per enabled model, ``get_result`` and the job resources.
+    """An ``MCPServer`` with a tool pair per enabled model, ``get_result``, the job resources and the prompts.
 
     ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
     """

@@ -50,7 +50,10 @@ async def test_tools_list_has_the_contract_tools_with_their_bounds(client: Clien
         generate = by_name[f"{slug}_generate_video"]
         check_schema(generate.input_schema, slug)
         assert generate.annotations is not None
-        assert generate.annotations.open_world_hint is True
+        assert generate.annotations.destructive_hint is False
+        # Left out on the wire: the spec's default for openWorldHint is true.
+        assert generate.annotations.open_world_hint in (None, True)
+        assert generate.annotations.read_only_hint is not True
         assert generate.title
         assert generate.description
         estimate = by_name[f"{slug}_estimate_cost"]

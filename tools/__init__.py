@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.catalog import ModelSpec
 from server.catalog.params import input_schema
+from server.catalog.pricing import price_range
 from server.core import Core
 from server.errors import InvalidRequest, WanMcpError
 from server.jobs.runner import ProgressCallback
@@ -30,6 +31,8 @@ from tools.results import estimate_result, job_result, ledger_result
 from tools.tasks import task_start
 
 AppContext = Context[Core, Any]
+# Only readOnlyHint: the spec gives idempotentHint meaning only when readOnlyHint is false.
+READ_ONLY = ToolAnnotations(read_only_hint=True)
 
 
 class RawArguments(ArgModelBase):
@@ -57,12 +60,13 @@ def _number(value: float) -> float | int:
 
 
 def wait_schema(settings: Settings) -> dict[str, Any]:
+    # The server's own parameters go without descriptions: INSTRUCTIONS explain them once, and
+    # the messages that need them (a duplicate, an off-limits image) name them.
     return {
         "type": "number",
         "minimum": 0,
         "maximum": _number(MAX_WAIT_SECONDS),
         "default": _number(settings.default_wait_seconds),
-        "description": "Max seconds to wait before returning (0: at once).",
     }
 
 
@@ -76,22 +80,14 @@ def server_parameters(settings: Settings) -> dict[str, Any]:
     """The generate tool's own parameters, beside the model's."""
     params: dict[str, Any] = {
         "wait_seconds": wait_schema(settings),
-        "new_take": {
-            "type": "boolean",
-            "default": False,
-            "description": "Pay again for a repeat of a recent identical request.",
-        },
-        "fix_image": {
-            "type": "boolean",
-            "default": False,
-            "description": "Fix an out-of-limits image (flatten, rescale) instead of refusing.",
-        },
+        "new_take": {"type": "boolean", "default": False},
+        "fix_image": {"type": "boolean", "default": False},
     }
     if settings.spend.confirm_above_usd is not None:
         params["confirm_cost_usd"] = {
             "type": "number",
             "minimum": 0,
-            "description": "The price the user agreed to, when the server asks for confirmation.",
+            "description": "The USD price the user agreed to, when asked to confirm.",
         }
     return params
 
@@ -100,7 +96,7 @@ def _catalog_tool(
     fn: Callable[..., Awaitable[CallToolResult]],
     *,
     name: str,
-    title: str,
+    title: str | None,
     description: str,
     schema: dict[str, Any],
     annotations: ToolAnnotations,
@@ -161,22 +157,14 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
         ElicitationResult[SpendConfirmation], Resolve(ask_to_confirm)
     ]
 
-    durations = spec.params["duration"]
-    lengths = (
-        "/".join(str(c) for c in durations.choices)
-        if durations.choices
-        else (f"{durations.min:.0f}-{durations.max:.0f}")
-    )
     return _catalog_tool(
         generate_video,
         name=f"{spec.slug}_generate_video",
-        title=f"Generate video: {spec.title}",
-        description=(
-            f"Image to {lengths} s video. {spec.blurb} Paid: see {spec.slug}_estimate_cost. Returns "
-            "job_id/status within wait_seconds; then get_result."
-        ),
+        title=spec.title,
+        description=(f"{spec.blurb} Paid: {price_range(spec)}."),
         schema=input_schema(spec, spec.param, server_parameters(settings)),
-        annotations=ToolAnnotations(destructive_hint=False, open_world_hint=True),
+        # openWorldHint is true by the spec's default, so it is not sent.
+        annotations=ToolAnnotations(destructive_hint=False),
     )
 
 
@@ -190,21 +178,17 @@ def estimate_tool(spec: ModelSpec) -> Tool:
             raise ToolError(str(exc)) from exc
         return estimate_result(result)
 
-    priced = ", ".join(p.name for p in spec.priced_params)
     # Only the priced parameters are declared (a short tools/list); every other generate argument
     # is accepted as an extra one and checked exactly as generate checks it.
-    schema = input_schema(spec, spec.priced_params)
-    del schema["additionalProperties"]
     return _catalog_tool(
         estimate_cost,
         name=f"{spec.slug}_estimate_cost",
-        title=f"Estimate cost: {spec.title}",
-        description=(
-            f"Price (USD) of {spec.slug}_generate_video for the same arguments (only {priced} change "
-            "it) and its source. Free; sends nothing."
-        ),
-        schema=schema,
-        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        # No title: one per model would cost ~45 bytes of every tools/list for a label that
+        # only repeats the name; the generate tool beside it carries the model's title.
+        title=None,
+        description="Free: USD price and its source; takes the generate arguments.",
+        schema=input_schema(spec, spec.priced_params, closed=False),
+        annotations=READ_ONLY,
     )
 
 
@@ -242,9 +226,9 @@ def get_result_tool(settings: Settings) -> Tool:
         get_result,
         name="get_result",
         title="Get video job result",
-        description="Status of a job from any generate tool; waits up to wait_seconds. Completed: video_url.",
+        description="A job's status; waits up to wait_seconds. Completed: video_url.",
         schema=schema,
-        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        annotations=READ_ONLY,
     )
 
 
@@ -264,17 +248,11 @@ def list_jobs_tool(models: list[ModelSpec]) -> Tool:
     schema = {
         "type": "object",
         "properties": {
-            "status": {
-                "type": "string",
-                "enum": list(STATUSES),
-            },
-            "model": {
-                "type": "string",
-                "enum": slugs,
-            },
+            "status": {"enum": list(STATUSES)},
+            "model": {"enum": slugs},
             "since": {
                 "type": "string",
-                "description": "A length back from now (24h, 7d, 2w) or an ISO date.",
+                "description": "24h, 7d, 2w or an ISO date.",
             },
             "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20},
         },
@@ -284,9 +262,9 @@ def list_jobs_tool(models: list[ModelSpec]) -> Tool:
         list_jobs,
         name="list_jobs",
         title="List video jobs and spend",
-        description="Recent jobs, newest first, with costs, totals per day and model, and budget left.",
+        description="Recent jobs with costs, totals per day and model, budget left.",
         schema=schema,
-        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        annotations=READ_ONLY,
     )
 
 

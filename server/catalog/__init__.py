@@ -28,17 +28,23 @@ LORA_SCALE_MIN = 0.0
 LORA_SCALE_MAX = 4.0
 
 _DEFAULT_HELP: dict[str, str] = {
-    "image": "First frame: https:// URL, data: URI or local file path.",
+    "image": "URL, data: URI or local path.",
     "prompt": "Subject, motion, camera, lighting.",
     "negative_prompt": "What to avoid.",
     "duration": "Seconds.",
     "resolution": "Output resolution.",
-    "seed": "-1: random; else repeatable.",
     "num_inference_steps": "More: slower, often sharper.",
     "guidance_scale": "Prompt adherence.",
     "flow_shift": "Flow-matching timestep shift.",
     "watermark": "Add the provider's watermark.",
 }
+
+
+# Named and bounded well enough that a description would only repeat them: every tools/list
+# carries each description once per tool, so these go without one in the schema.
+_SELF_EVIDENT = frozenset(
+    {"negative_prompt", "duration", "resolution", "watermark", "guidance_scale", "flow_shift", "seed"}
+)
 
 
 class _Frozen(BaseModel):
@@ -70,6 +76,13 @@ class ParamSpec(_Frozen):
     @property
     def description(self) -> str:
         return self.help or _DEFAULT_HELP.get(self.name, self.name.replace("_", " ").capitalize() + ".")
+
+    @property
+    def schema_description(self) -> str | None:
+        """The description in the tool schema; None where the name and bounds say it all."""
+        if self.help is None and self.name in _SELF_EVIDENT:
+            return None
+        return self.description
 
     def allowed(self) -> str:
         """The allowed values in words, for error messages."""

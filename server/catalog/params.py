@@ -165,9 +165,17 @@ def _short(value: object) -> str:
 
 
 def input_schema(
-    spec: ModelSpec, params: Iterable[ParamSpec], extra: Mapping[str, JsonSchema] | None = None
+    spec: ModelSpec,
+    params: Iterable[ParamSpec],
+    extra: Mapping[str, JsonSchema] | None = None,
+    *,
+    closed: bool = True,
 ) -> JsonSchema:
-    """The tool's ``inputSchema``: every documented bound, nothing else."""
+    """The tool's ``inputSchema``: every documented bound, nothing else.
+
+    ``closed`` False leaves ``additionalProperties`` open: an estimate declares only its priced
+    parameters and takes the rest of a generate call's arguments as extras.
+    """
     properties: dict[str, JsonSchema] = {}
     required: list[str] = []
     for param in params:
@@ -175,7 +183,9 @@ def input_schema(
         if param.required:
             required.append(param.name)
     properties.update(extra or {})
-    schema: JsonSchema = {"type": "object", "properties": properties, "additionalProperties": False}
+    schema: JsonSchema = {"type": "object", "properties": properties}
+    if closed:
+        schema["additionalProperties"] = False
     if required:
         schema["required"] = required
     if any(p.get("items") == {"$ref": LORA_REF} for p in properties.values()):
@@ -199,7 +209,7 @@ def _param_schema(param: ParamSpec) -> JsonSchema:
     out: JsonSchema = {}
     match param.kind:
         case "image":
-            out = {"type": "string", "minLength": 1}
+            out = {"type": "string"}
         case "text":
             out = {"type": "string"}
             if param.max_length is not None:
@@ -212,15 +222,16 @@ def _param_schema(param: ParamSpec) -> JsonSchema:
                 low, high = int(low or 0), int(high or 0)
             out = {"type": "integer" if param.kind == "int" else "number", "minimum": low, "maximum": high}
         case "choice":
-            choices = list(param.choices or ())
-            out = {"type": "integer" if isinstance(choices[0], int) else "string", "enum": choices}
+            # The enum's values say their type; a "type" beside them would only cost context.
+            out = {"enum": list(param.choices or ())}
         case "bool":
             out = {"type": "boolean"}
         case "loras":
             out = {"type": "array", "maxItems": param.max_items, "items": {"$ref": LORA_REF}}
     if param.default is not None:
         out["default"] = param.default
-    out["description"] = param.description
+    if (description := param.schema_description) is not None:
+        out["description"] = description
     return out
 
 

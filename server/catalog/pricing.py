@@ -41,3 +41,26 @@ def catalog_price(spec: ModelSpec, values: Mapping[str, Any]) -> Estimate:
 def round_usd(value: Decimal | float) -> float:
     """Round half-up to a hundredth of a cent (catalog prices are whole cents already)."""
     return float(Decimal(str(value)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+
+
+def price_points(spec: ModelSpec) -> list[tuple[dict[str, Any], Estimate]]:
+    """The catalog price of every priced choice combination (a ranged duration at its two ends)."""
+    axes: list[tuple[str, tuple[Any, ...]]] = []
+    for param in spec.priced_params:
+        if param.choices is not None:
+            axes.append((param.name, param.choices))
+        elif param.min is not None and param.max is not None:
+            axes.append((param.name, (int(param.min), int(param.max))))
+    combos: list[dict[str, Any]] = [{}]
+    for name, values in axes:
+        combos = [{**combo, name: value} for combo in combos for value in values]
+    defaults = {p.name: p.default for p in spec.param if p.default is not None}
+    return [(combo, catalog_price(spec, {**defaults, **combo})) for combo in combos]
+
+
+def price_range(spec: ModelSpec) -> str:
+    """``$0.05-0.08``: the cheapest and dearest catalog price; ``~`` marks an unverified one."""
+    prices = sorted(estimate.usd for _, estimate in price_points(spec))
+    low, high = prices[0], prices[-1]
+    mark = "" if spec.price.verified else "~"
+    return f"{mark}${low:.2f}" if low == high else f"{mark}${low:.2f}-{high:.2f}"
