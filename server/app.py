@@ -21,7 +21,8 @@ INSTRUCTIONS = (
     "call returned early: a request identical to a recent one returns that job, and new_take=true "
     "pays for another take. image and last_image: an https URL, a data: URI or a local file path; "
     "fix_image=true rescales or flattens an image outside the model's limits instead of refusing "
-    "it. seed -1 is random; an explicit seed lets a take be repeated."
+    "it. seed -1 is random; an explicit seed lets a take be repeated. The prompts animate_photo and "
+    "compare_takes say how to write a Wan prompt, pick a model and judge takes."
 )
 
 
@@ -31,6 +32,7 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
     ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
     """
     from tools import build_tools
+    from tools.prompts import register_prompts
     from tools.resources import register_resources
     from tools.tasks import VideoTasks
 
@@ -53,4 +55,5 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         lifespan=lifespan,
     )
     register_resources(server)
+    register_prompts(server, models)
     return server

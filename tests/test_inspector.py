@@ -215,3 +215,26 @@ async def test_inspector_over_streamable_http(inspector: Inspector, tmp_path: Pa
     image = make_sample_image(tmp_path / "images" / "sunset.png")
     async with http_server(inspector.server_env, tmp_path / "http-server.log") as url:
         await _walk_through(inspector, [url], image, era=era)
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+async def test_inspector_lists_and_gets_the_prompts(inspector: Inspector, era: str) -> None:
+    target = [*_server_command(), "serve", "--sandbox"]
+    listed = await inspector.run(target, "--method", "prompts/list", era=era)
+    assert sorted(p["name"] for p in listed["prompts"]) == ["animate_photo", "compare_takes"]
+    got = await inspector.run(
+        target,
+        "--method",
+        "prompts/get",
+        "--prompt-name",
+        "animate_photo",
+        "--prompt-args",
+        "image=https://example.com/dog.jpg",
+        "idea=the dog runs to the camera",
+        "length=8",
+        "budget=0.10",
+        era=era,
+    )
+    text = got["messages"][0]["content"]["text"]
+    assert "Idea: the dog runs to the camera" in text
+    assert "Fits, cheapest first: wan22_i2v_480p_ultra_fast $0.08." in text

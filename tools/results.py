@@ -171,7 +171,7 @@ def completed_blocks(job: Job) -> list[ContentBlock]:
                 size=size,
             )
         )
-    poster = _poster(job.poster_path)
+    poster = poster_base64(job.poster_path)
     if poster is not None:
         blocks.append(ImageContent(type="image", data=poster, mime_type="image/jpeg"))
     return blocks
@@ -188,7 +188,7 @@ def _existing(path: str | None) -> tuple[Path, int] | None:
     return (Path(path), facts.st_size) if stat.S_ISREG(facts.st_mode) else None
 
 
-def _poster(path: str | None) -> str | None:
+def poster_base64(path: str | None) -> str | None:
     """The poster JPEG as base64, if it is still on disk and poster-sized."""
     poster = _existing(path)
     if poster is None or poster[1] > MAX_POSTER_BYTES:
