@@ -86,6 +86,7 @@ def time_tools_list(command: list[str], env: dict[str, str], era: str = "legacy"
     elapsed = time.perf_counter() - start
     proc.stdin.close()
     proc.wait(timeout=10)
+    proc.stdout.close()
     return elapsed, size
 
 
