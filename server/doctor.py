@@ -1,4 +1,5 @@
-"""``wan-video-mcp doctor``: what is configured, which models can run, and whether the keys work.
+"""``wan-video-mcp doctor``: whether this install is intact, what is configured, which models can
+run, and whether the keys work.
 
 It prints to stdout (it is not the MCP server). A key is only ever shown as set or unset.
 """
@@ -20,6 +21,7 @@ from pydantic import SecretStr
 from server import __version__
 from server.catalog import ModelSpec, ProviderName, load_catalog
 from server.errors import AuthError, ConfigError, ProviderError
+from server.install_check import InstallCheck, check_install
 from server.providers import build_providers
 from server.providers.http import safe_url
 from server.settings import Settings
@@ -66,6 +68,7 @@ class Diagnosis:
     environ: dict[str, str]
     models: tuple[ModelSpec, ...]
     keys: dict[ProviderName, KeyCheck]
+    install: InstallCheck
 
     def usable_models(self) -> list[ModelSpec]:
         return [m for m in self.models if self.keys[m.provider].usable]
@@ -82,10 +85,12 @@ async def diagnose(
     *,
     check_keys: bool = True,
     transport: httpx.AsyncBaseTransport | None = None,
+    install: InstallCheck | None = None,
 ) -> Diagnosis:
     """Check every provider that an enabled model needs with one cheap authenticated call.
 
     In sandbox mode the checks go to a freshly started emulator, as the server's would.
+    ``install`` is the check of this environment's ``server`` and ``tools`` (made here when None).
     """
     models = load_catalog().select(settings.models)
     needed = {m.provider for m in models}
@@ -110,7 +115,13 @@ async def diagnose(
                     group.start_soon(check, name)
                 else:
                     keys[name] = _unchecked(effective, name, "no enabled model needs it")
-    return Diagnosis(settings=settings, environ=dict(environ), models=models, keys=keys)
+    return Diagnosis(
+        settings=settings,
+        environ=dict(environ),
+        models=models,
+        keys=keys,
+        install=install if install is not None else check_install(),
+    )
 
 
 def _effective(settings: Settings) -> AbstractAsyncContextManager[Settings]:
@@ -185,6 +196,7 @@ def render(diagnosis: Diagnosis) -> str:
         )
     else:
         lines.append("Mode: real providers (add --sandbox or WAN_MCP_SANDBOX=1 to try without a key).")
+    lines += ["", *_install_lines(diagnosis.install)]
     lines += ["", "Environment (keys are shown only as set or unset):"]
     names = list(_ALWAYS_SHOWN) + sorted(
         n for n in env if n.startswith("WAN_MCP_") and n not in _ALWAYS_SHOWN
@@ -226,7 +238,23 @@ def render(diagnosis: Diagnosis) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _install_lines(check: InstallCheck) -> list[str]:
+    how = {
+        "installed": f"wan-video-mcp {check.version}, installed",
+        "editable": f"wan-video-mcp {check.version}, editable install",
+        "checkout": "a source checkout (not installed)",
+    }[check.mode]
+    lines = [f"Install: {how}; {'its own server and tools packages' if check.ok else 'BROKEN'}"]
+    lines += [f"  {o.name:<10} {o.path or 'not found'}" for o in check.origins]
+    return lines + [f"  PROBLEM: {problem}" for problem in check.problems]
+
+
 def _verdict(diagnosis: Diagnosis) -> str:
+    if not diagnosis.install.ok:
+        return "\n".join(
+            ["NOT READY: this environment's copy is broken. To fix it:"]
+            + [f"  - {problem}" for problem in diagnosis.install.problems]
+        )
     usable, total = diagnosis.usable_models(), len(diagnosis.models)
     todo: list[str] = []
     for name in KEY_VARIABLES:
@@ -255,7 +283,8 @@ def _verdict(diagnosis: Diagnosis) -> str:
 
 
 def run_doctor(*, sandbox: bool = False, check_keys: bool = True, out: TextIO | None = None) -> int:
-    """Print the report; 0 when at least one enabled model is usable, 1 when none is, 2 on bad config."""
+    """Print the report; 0 when at least one enabled model is usable, 1 when none is or the
+    install is broken (another distribution's ``server`` or ``tools``), 2 on bad config."""
     stream = out if out is not None else sys.stdout
     environ = dict(os.environ)
     try:
@@ -268,4 +297,4 @@ def run_doctor(*, sandbox: bool = False, check_keys: bool = True, out: TextIO | 
         return 2
     stream.write(render(diagnosis))  # stdout-ok
     stream.flush()
-    return 0 if diagnosis.usable_models() else 1
+    return 0 if diagnosis.usable_models() and diagnosis.install.ok else 1
