@@ -18,11 +18,24 @@ def draw(size: int = SIZE) -> Image.Image:
     pixels = ImageDraw.Draw(sky)
     for y in range(big):
         t = y / (big - 1)
-        pixels.line([(0, y), (big, y)], fill=tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
+        pixels.line(
+            [(0, y), (big, y)], fill=tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
+        )
     art = ImageDraw.Draw(sky)
     u = big / 100
     art.ellipse([58 * u, 30 * u, 82 * u, 54 * u], fill=(255, 214, 120))
-    art.polygon([(0, 78 * u), (30 * u, 52 * u), (55 * u, 74 * u), (75 * u, 60 * u), (100 * u, 80 * u), (100 * u, 100 * u), (0, 100 * u)], fill=(44, 38, 72))
+    art.polygon(
+        [
+            (0, 78 * u),
+            (30 * u, 52 * u),
+            (55 * u, 74 * u),
+            (75 * u, 60 * u),
+            (100 * u, 80 * u),
+            (100 * u, 100 * u),
+            (0, 100 * u),
+        ],
+        fill=(44, 38, 72),
+    )
     art.polygon([(30 * u, 34 * u), (30 * u, 66 * u), (56 * u, 50 * u)], fill=(255, 255, 255))
     mask = Image.new("L", (big, big), 0)
     ImageDraw.Draw(mask).rounded_rectangle([0, 0, big - 1, big - 1], radius=round(22 * u), fill=255)
@@ -34,4 +47,4 @@ def draw(size: int = SIZE) -> Image.Image:
 if __name__ == "__main__":
     out = Path(__file__).with_name("icon.png")
     draw().save(out, optimize=True)
-    print(f"wrote {out} ({out.stat().st_size} bytes)")
+    print(f"wrote {out} ({out.stat().st_size} bytes)")  # noqa: T201 (a script's output)

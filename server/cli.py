@@ -68,6 +68,13 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
         "--sandbox", action="store_true", help="use the built-in provider emulator: no key, no cost"
     )
     parser.add_argument("--log-level", default=os.environ.get("WAN_MCP_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--allowed-dirs",
+        nargs="*",
+        metavar="DIR",
+        help="folders local images may be read from, instead of WAN_MCP_ALLOWED_DIRS "
+        "(~ and $VARS expanded; the Claude Desktop bundle passes its folder setting here)",
+    )
 
 
 def _demo_options(parser: argparse.ArgumentParser) -> None:
@@ -111,10 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.sandbox:
             settings = settings.model_copy(update={"sandbox": True})
+        if dirs := expand_dirs(args.allowed_dirs or ()):
+            settings = settings.model_copy(update={"allowed_dirs": dirs})
         return _serve(settings, args.transport, args.host, args.port)
     except ConfigError as exc:
         logging.getLogger("wan_video_mcp").error("%s", exc)
         return 2
+
+
+def expand_dirs(dirs: Sequence[str]) -> tuple[Path, ...]:
+    """Folders as given on the command line, with ``~`` and ``$VAR``/``${VAR}`` expanded.
+
+    A host that leaves ``${HOME}`` unexpanded in a default (a bundle's ``user_config``) still works.
+    """
+    return tuple(Path(os.path.expandvars(d)).expanduser() for d in dirs if d.strip())
 
 
 def _serve(settings: Settings, transport: str, host: str, port: int) -> int:
