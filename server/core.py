@@ -31,6 +31,7 @@ from server.jobs.store import Job, JobStore, new_task_id
 from server.media import MediaService
 from server.media.archive import sweep_partials
 from server.providers import build_providers
+from server.providers.deferred import DeferredTransport
 from server.providers.http import register_secret
 from server.settings import MAX_WAIT_SECONDS, Settings
 
@@ -291,7 +292,7 @@ async def open_core(
                 register_secret(key.get_secret_value())
         client = await stack.enter_async_context(
             httpx.AsyncClient(
-                transport=transport,
+                transport=transport if transport is not None else DeferredTransport(),
                 timeout=httpx.Timeout(settings.http_timeout, connect=10.0),
                 follow_redirects=False,
                 headers={"User-Agent": "wan-video-mcp"},

@@ -111,6 +111,7 @@ async def test_animate_photo_offers_only_the_enabled_models(tmp_path: Path, emul
     [
         ({"length": "long"}, "'length' must be a number such as 8; got 'long'."),
         ({"budget": "cheap"}, "'budget' must be a number such as 0.30; got 'cheap'."),
+        ({"colour": "red"}, "Unknown argument(s) colour; animate_photo takes image, idea, length, budget."),
     ],
 )
 async def test_animate_photo_refuses_bad_numbers_clearly(

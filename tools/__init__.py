@@ -92,6 +92,11 @@ def server_parameters(settings: Settings) -> dict[str, Any]:
     return params
 
 
+# The first tool made from a plain ``(arguments, ctx)`` function; later ones reuse its FuncMetadata,
+# which depends on nothing but that signature and costs a pydantic model to derive at start-up.
+_PLAIN: list[Tool] = []
+
+
 def _catalog_tool(
     fn: Callable[..., Awaitable[CallToolResult]],
     *,
@@ -100,10 +105,16 @@ def _catalog_tool(
     description: str,
     schema: dict[str, Any],
     annotations: ToolAnnotations,
+    plain: bool = False,
 ) -> Tool:
+    if plain and _PLAIN:
+        changes = {"name": name, "title": title, "description": description, "annotations": annotations}
+        return _PLAIN[0].model_copy(update={**changes, "fn": fn, "parameters": schema})
     tool = Tool.from_function(fn, name=name, title=title, description=description, annotations=annotations)
     tool.parameters = schema
     tool.fn_metadata.arg_model = RawArguments
+    if plain:
+        _PLAIN.append(tool)
     return tool
 
 
@@ -189,6 +200,7 @@ def estimate_tool(spec: ModelSpec) -> Tool:
         description="Free: USD price and its source; takes the generate arguments.",
         schema=input_schema(spec, spec.priced_params, closed=False),
         annotations=READ_ONLY,
+        plain=True,
     )
 
 
@@ -229,6 +241,7 @@ def get_result_tool(settings: Settings) -> Tool:
         description="A job's status; waits up to wait_seconds. Completed: video_url.",
         schema=schema,
         annotations=READ_ONLY,
+        plain=True,
     )
 
 
@@ -265,6 +278,7 @@ def list_jobs_tool(models: list[ModelSpec]) -> Tool:
         description="Recent jobs with costs, totals per day and model, budget left.",
         schema=schema,
         annotations=READ_ONLY,
+        plain=True,
     )
 
 

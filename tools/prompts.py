@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.prompts import Prompt
-from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp.server.mcpserver.prompts.base import Message, Prompt, PromptArgument, UserMessage
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, ImageContent
-from pydantic import Field
 
 from server.catalog import ModelSpec
 from server.catalog.pricing import catalog_price, price_points
@@ -193,21 +191,36 @@ def split_job_ids(text: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def register_prompts(server: MCPServer[Any], models: Sequence[ModelSpec]) -> None:
-    """Add ``animate_photo`` and ``compare_takes`` to ``server``."""
+def _no_extras(prompt: str, unknown: dict[str, str], known: Sequence[str]) -> None:
+    if unknown:
+        raise refuse(f"Unknown argument(s) {', '.join(sorted(unknown))}; {prompt} takes {', '.join(known)}.")
 
-    def animate_photo(
-        image: Annotated[str, Field(description="The photo: https URL, data: URI or local file path.")],
-        idea: Annotated[str, Field(description="What should happen in the video, in the user's words.")],
-        length: Annotated[str | None, Field(description="Seconds wanted, such as 5 or 8.")] = None,
-        budget: Annotated[str | None, Field(description="Most the user will pay, in USD.")] = None,
+
+def register_prompts(server: MCPServer[Any], models: Sequence[ModelSpec]) -> None:
+    """Add ``animate_photo`` and ``compare_takes`` to ``server``.
+
+    The prompts are built directly rather than with ``Prompt.from_function``: that derives a
+    pydantic model per prompt at start-up, and every argument of a prompt is a string anyway.
+    """
+    animate_args = [
+        PromptArgument(
+            name="image", description="The photo: https URL, data: URI or local file path.", required=True
+        ),
+        PromptArgument(
+            name="idea", description="What should happen in the video, in the user's words.", required=True
+        ),
+        PromptArgument(name="length", description="Seconds wanted, such as 5 or 8."),
+        PromptArgument(name="budget", description="Most the user will pay, in USD."),
+    ]
+
+    async def animate_photo(
+        image: str, idea: str, length: str | None = None, budget: str | None = None, **unknown: str
     ) -> str:
+        _no_extras("animate_photo", unknown, [a.name for a in animate_args])
         return animate_photo_text(models, image, idea, length, budget)
 
-    async def compare_takes(
-        ctx: AppContext,
-        job_ids: Annotated[str, Field(description="Job ids of the takes, comma-separated.")],
-    ) -> list[Message]:
+    async def compare_takes(ctx: AppContext, job_ids: str, **unknown: str) -> list[Message]:
+        _no_extras("compare_takes", unknown, ["job_ids"])
         ids = split_job_ids(job_ids)
         if not ids:
             raise refuse("'job_ids' needs at least one job id; list_jobs shows recent ones.")
@@ -237,21 +250,29 @@ def register_prompts(server: MCPServer[Any], models: Sequence[ModelSpec]) -> Non
         return messages
 
     server.add_prompt(
-        Prompt.from_function(
-            animate_photo,
+        Prompt(
             name="animate_photo",
             title="Animate a photo",
             description="How to write a Wan image-to-video prompt for this photo and which model fits "
             "the length and budget, with prices.",
+            arguments=animate_args,
+            fn=animate_photo,
+            context_kwarg=None,
         )
     )
     server.add_prompt(
-        Prompt.from_function(
-            compare_takes,
+        Prompt(
             name="compare_takes",
             title="Compare video takes",
             description="Judge finished takes from their posters and parameters; retry with a new seed "
             "or a new prompt.",
+            arguments=[
+                PromptArgument(
+                    name="job_ids", description="Job ids of the takes, comma-separated.", required=True
+                )
+            ],
+            fn=compare_takes,
+            context_kwarg="ctx",
         )
     )
 
