@@ -170,5 +170,5 @@ async def test_the_bundle_runs_as_the_host_starts_it(
     assert record["status"] == "completed"
     assert record["sandbox"] is True
     # The folder setting reached the server: inside it is readable, outside it is refused.
-    assert f"is outside the folders this server may read ({pictures})" in refused
+    assert f"is outside the folders this server may read ({pictures}," in refused
     assert Path(record["local_path"]).is_relative_to(tmp_path / "data")
