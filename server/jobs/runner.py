@@ -111,6 +111,7 @@ class JobRunner:
         self._tg = task_group
         self._events: dict[str, anyio.Event] = {}
         self._polling: set[str] = set()
+        self._next_poll: dict[str, float] = {}
         self._planner = PollPlanner(settings.poll, history=self._past_durations)
         self._limits = ProviderLimits(settings.poll.provider_rate, settings.poll.provider_burst)
 
@@ -494,6 +495,7 @@ class JobRunner:
             )
         finally:
             self._polling.discard(job_id)
+            self._next_poll.pop(job_id, None)
             self._planner.forget(job_id)
 
     @property
@@ -504,9 +506,15 @@ class JobRunner:
         return policy.adaptive and policy.interval > 0 and not self._settings.sandbox
 
     def _next_poll_delay(self, job: Job, spec: ModelSpec | None) -> float:
-        if not self._planned:
-            return self._settings.poll.interval
-        return self._planner.next_delay(job, spec, time.time())
+        now = time.time()
+        delay = self._planner.next_delay(job, spec, now) if self._planned else self._settings.poll.interval
+        self._next_poll[job.id] = now + delay
+        return delay
+
+    def next_poll_at(self, job_id: str) -> float | None:
+        """When this process plans to ask the provider about a live job next (epoch seconds), if it
+        follows the job; the player asks for news at this pace."""
+        return self._next_poll.get(job_id) if job_id in self._polling else None
 
     def _past_durations(self, model: str) -> list[float]:
         """How long this model's last completed jobs took, oldest first (the planner's history)."""
