@@ -27,12 +27,14 @@ INSTRUCTIONS = (
 
 
 def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> MCPServer[Core]:
-    """An ``MCPServer`` with a tool pair per enabled model, ``get_result``, the job resources and the prompts.
+    """An ``MCPServer`` with a tool pair per enabled model, ``get_result``, the job resources, the
+    prompts and the video player (an MCP App).
 
     ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
     """
     from tools import build_tools
     from tools.prompts import register_prompts
+    from tools.player import attach_player, player_extension
     from tools.resources import register_resources
     from tools.tasks import VideoTasks
 
@@ -43,7 +45,7 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         async with open_core(settings, transport=transport) as core:
             yield core
 
-    tools = build_tools(models, settings)
+    tools = attach_player(build_tools(models, settings))
     tasks = VideoTasks(tool.name for tool in tools if tool.name.endswith("_generate_video"))
     server: MCPServer[Core] = MCPServer(
         name="wan-video-mcp",
@@ -51,7 +53,7 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=tools,
-        extensions=[tasks],
+        extensions=[tasks, player_extension()],
         lifespan=lifespan,
     )
     register_resources(server)

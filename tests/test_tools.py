@@ -71,6 +71,7 @@ async def test_models_setting_registers_only_the_named_models(tmp_path: Path, em
     assert names == [
         "get_result",
         "list_jobs",
+        "read_video_chunk",
         "wan22_i2v_flash_estimate_cost",
         "wan22_i2v_flash_generate_video",
     ]
