@@ -164,14 +164,18 @@ async def test_the_chunk_tool_refuses_bad_offsets_unknown_jobs_and_jobs_without_
     assert "cannot be read" in text_of(gone)
 
 
+@pytest.mark.parametrize("mode", ERAS)
 async def test_apps_clients_get_the_players_facts_and_others_exactly_the_usual_result(
-    tmp_path: Path, emulator: Emulator
+    tmp_path: Path, emulator: Emulator, mode: str
 ) -> None:
     # Polls 5 s apart: the player is told to ask again just after the server's next poll.
     settings = make_settings(tmp_path, poll=PollPolicy(interval=5, retry_base=0, retry_cap=0, heartbeat=0.2))
     server = build_server(settings, transport=emulator.transport())
     emulator.hold = True
-    async with Client(server, extensions=[APPS_CLIENT]) as apps, Client(server) as plain:
+    async with (
+        Client(server, mode=mode, extensions=[APPS_CLIENT]) as apps,
+        Client(server, mode=mode) as plain,
+    ):
         started = structured(
             await apps.call_tool(f"{MODEL}_generate_video", minimal_arguments(MODEL, wait_seconds=0))
         )

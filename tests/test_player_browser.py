@@ -210,6 +210,7 @@ async def test_a_new_take_refused_by_the_budget_is_shown_and_sends_nothing(
             # The clip that was there stays, playable.
             assert await player.locator("#video").evaluate("v => v.readyState >= 2 && !v.hidden")
             check_protocol(await host.app_messages())
+            assert not await host.player_logs("csp-violation")
             assert not [c for c in host.console if "Content Security Policy" in c], host.console
 
 

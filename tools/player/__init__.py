@@ -69,8 +69,8 @@ def player_extension() -> Apps:
         name="read_video_chunk",
         title="Video bytes for the player",
         description=(
-            f"For the video player app: up to {CHUNK_BYTES} bytes of a completed job's saved MP4 from "
-            "offset, as base64. Agents: use local_path or video_url instead."
+            f"For the video player app: {CHUNK_BYTES} bytes of a job's saved MP4 from offset, base64. "
+            "Agents: use local_path."
         ),
         annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
     )(read_video_chunk)
