@@ -53,7 +53,7 @@ def player_html() -> str:
 
 
 def player_extension() -> Apps:
-    """The Apps extension: the player resource and its app-only ``read_video_chunk`` tool."""
+    """The Apps extension, which serves the player resource and advertises the capability."""
     apps = Apps()
     apps.add_html_resource(
         PLAYER_URI,
@@ -63,18 +63,29 @@ def player_extension() -> Apps:
         description="Plays a job's video inline, follows a running job, offers a new take.",
         prefers_border=True,
     )
-    apps.tool(
-        resource_uri=PLAYER_URI,
-        visibility=["app"],
-        name="read_video_chunk",
-        title="Video bytes for the player",
-        description=(
-            f"For the video player app: {CHUNK_BYTES} bytes of a job's saved MP4 from offset, base64. "
-            "Agents: use local_path."
-        ),
-        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
-    )(read_video_chunk)
     return apps
+
+
+# Written by hand, as short as it can be: every tool's schema counts against the tools/list size.
+CHUNK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"job_id": {"type": "string"}, "offset": {"type": "integer", "minimum": 0}},
+    "required": ["job_id"],
+}
+
+
+def chunk_tool() -> Tool:
+    """``read_video_chunk``, for the player only (``visibility: ["app"]``); non-Apps clients list it
+    too, so its description tells a model what to use instead."""
+    tool = Tool.from_function(
+        read_video_chunk,
+        name="read_video_chunk",
+        description="Video player app only: a job's saved MP4 in base64 chunks. Agents: use local_path.",
+        annotations=ToolAnnotations(read_only_hint=True),
+        meta={"ui": {"resourceUri": PLAYER_URI, "visibility": ["app"]}},
+    )
+    tool.parameters = CHUNK_SCHEMA  # the signature's pydantic model still validates the arguments
+    return tool
 
 
 async def read_video_chunk(
@@ -82,7 +93,8 @@ async def read_video_chunk(
     ctx: PlayerContext,
     offset: Annotated[int, Field(ge=0)] = 0,
 ) -> CallToolResult:
-    """One chunk of a job's saved MP4: ``{job_id, offset, count, total, has_more, b64}``."""
+    """One chunk of a job's saved MP4: ``{job_id, offset, count, total, has_more, b64}``, at most
+    ``CHUNK_BYTES`` from ``offset``."""
     core: Core = ctx.request_context.lifespan_context
     try:
         job = core.store.get(job_id)
@@ -161,12 +173,14 @@ def _with_player_facts(fn: ToolFn, context_kwarg: str) -> ToolFn:
 
 
 def attach_player(tools: list[Tool]) -> list[Tool]:
-    """Point every generate tool and ``get_result`` at the player (in place; returns ``tools``)."""
+    """Point every generate tool and ``get_result`` at the player (in place), and add the player's
+    ``read_video_chunk``; returns ``tools``."""
     for tool in tools:
         if tool.name == "get_result" or tool.name.endswith("_generate_video"):
             tool.meta = {**(tool.meta or {}), "ui": {"resourceUri": PLAYER_URI}}
             if tool.context_kwarg is not None:
                 tool.fn = _with_player_facts(tool.fn, tool.context_kwarg)
+    tools.append(chunk_tool())
     return tools
 
 
