@@ -241,3 +241,34 @@ def check_protocol(messages: list[dict[str, Any]]) -> None:
     sizes = [m["params"] for m in messages if m.get("method") == "ui/notifications/size-changed"]
     assert sizes
     assert all(s["height"] > 100 for s in sizes)
+
+
+async def test_a_failed_job_and_a_stale_job_id_say_why_and_what_next(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    server = build_server(make_settings(tmp_path / "home", poll=POLL), transport=emulator.transport())
+    emulator.fail_next_job("The image was flagged by the content filter")
+    with anyio.fail_after(90):
+        async with browser() as chromium:
+            async with mock_host(server, chromium) as host:
+                await host.start(TOOL, arguments(wait_seconds=20))
+                player = host.player
+                await player.locator("body[data-status='failed']").wait_for(timeout=40_000)
+                notice = await player.locator("#notice[data-kind='error']").inner_text()
+                assert "flagged by the content filter" in notice
+                assert "new take" in notice.lower()
+                assert await player.locator("#retake").is_enabled()
+                assert await player.locator("#keep").is_hidden()
+                assert not host.app_calls("read_video_chunk")
+                check_protocol(await host.app_messages())
+            # A host showing an old result again, for a job this server does not know.
+            async with mock_host(server, chromium) as host:
+                stale = f"{MODEL}-ffffffffffff"
+                await host.start("get_result", {"job_id": stale})
+                player = host.player
+                notice = player.locator("#notice[data-kind='error']")
+                await notice.wait_for(timeout=20_000)
+                assert f"No job has the id '{stale}'" in await notice.inner_text()
+                assert await player.locator("#retake").is_hidden()
+                assert not [f for f in host.forwarded if f.origin == "app"]
+                check_protocol(await host.app_messages())
