@@ -449,7 +449,7 @@ class JobRunner:
                 provider = self._providers[job.provider]  # type: ignore[index]
                 if submitted and self._planned:  # a fresh job's first poll waits for the plan too
                     submitted, paced = False, True
-                    await self._limits.acquire(job.provider, self._next_poll_delay(job, spec))
+                    await self._limits.acquire(job.provider, self._plan_next_poll(job, spec))
                     continue
                 if not paced:
                     await self._limits.acquire(job.provider)
@@ -486,7 +486,7 @@ class JobRunner:
                     return
                 if job.video_url is None:
                     # One wait for both the planned time and a place under the provider's limit.
-                    await self._limits.acquire(job.provider, self._next_poll_delay(job, spec))
+                    await self._limits.acquire(job.provider, self._plan_next_poll(job, spec))
                     paced = True
         except Exception:
             log.exception("poller for %s crashed", job_id)
@@ -506,9 +506,14 @@ class JobRunner:
         return policy.adaptive and policy.interval > 0 and not self._settings.sandbox
 
     def _next_poll_delay(self, job: Job, spec: ModelSpec | None) -> float:
-        now = time.time()
-        delay = self._planner.next_delay(job, spec, now) if self._planned else self._settings.poll.interval
-        self._next_poll[job.id] = now + delay
+        if not self._planned:
+            return self._settings.poll.interval
+        return self._planner.next_delay(job, spec, time.time())
+
+    def _plan_next_poll(self, job: Job, spec: ModelSpec | None) -> float:
+        """The poller's own wait before its next poll, remembered for ``next_poll_at``."""
+        delay = self._next_poll_delay(job, spec)
+        self._next_poll[job.id] = time.time() + delay
         return delay
 
     def next_poll_at(self, job_id: str) -> float | None:
