@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.server.apps import APP_MIME_TYPE
+from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from mcp.types import CallToolResult, TextResourceContents
 
 from server.app import build_server
@@ -49,6 +49,13 @@ async def chunk(client: Client, job_id: str, offset: int | None = None) -> CallT
     if offset is not None:
         arguments["offset"] = offset
     return await client.call_tool("read_video_chunk", arguments)
+
+
+async def test_the_server_advertises_the_apps_extension(settings: Settings, emulator: Emulator) -> None:
+    # In the modern era only: in the legacy handshake the SDK drops the server's extensions.
+    async with Client(build_server(settings, transport=emulator.transport()), extensions=[APPS_CLIENT]) as c:
+        assert c.server_capabilities.extensions is not None
+        assert c.server_capabilities.extensions[EXTENSION_ID] == {}
 
 
 async def test_generate_tools_and_get_result_name_the_player(apps_client: Client) -> None:
