@@ -178,8 +178,8 @@ async def test_the_chunk_tool_refuses_bad_offsets_unknown_jobs_and_jobs_without_
 async def test_apps_clients_get_the_players_facts_and_others_exactly_the_usual_result(
     tmp_path: Path, emulator: Emulator, mode: str
 ) -> None:
-    # Polls 5 s apart: the player is told to ask again just after the server's next poll.
-    settings = make_settings(tmp_path, poll=PollPolicy(interval=5, retry_base=0, retry_cap=0, heartbeat=0.2))
+    # Polls 2 s apart: the player is told to ask again just after the next one (not its default 3 s).
+    settings = make_settings(tmp_path, poll=PollPolicy(interval=2, retry_base=0, retry_cap=0, heartbeat=0.2))
     server = build_server(settings, transport=emulator.transport())
     emulator.hold = True
     async with (
@@ -191,7 +191,7 @@ async def test_apps_clients_get_the_players_facts_and_others_exactly_the_usual_r
         )
         facts = started["player"]
         assert 0 <= facts["progress"] < 1
-        assert 0 < facts["poll_after_seconds"] <= 5.3
+        assert 0 < facts["poll_after_seconds"] <= 2.3
         assert "confirm_above_usd" not in facts
         running = structured(
             await plain.call_tool("get_result", {"job_id": started["job_id"], "wait_seconds": 0})

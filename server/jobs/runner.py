@@ -178,6 +178,7 @@ class JobRunner:
             return
         if job.is_live and job.id not in self._polling:
             self._polling.add(job.id)
+            self._next_poll[job.id] = time.time()  # a new poller asks at once, or plans its first wait
             self._tg.start_soon(self._poll_loop, job.id, submitted, name=f"poll {job.id}")
 
     # --- submit -------------------------------------------------------------------------
