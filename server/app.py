@@ -33,8 +33,8 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
     ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
     """
     from tools import build_tools
-    from tools.prompts import register_prompts
     from tools.player import attach_player, player_extension
+    from tools.prompts import register_prompts
     from tools.resources import register_resources
     from tools.tasks import VideoTasks
 
