@@ -29,9 +29,10 @@ DEFAULT_PROVIDER_RATE = 10.0
 class PollPolicy(BaseModel):
     """How the runner paces status polls and retries. Tests use zeros.
 
-    ``adaptive`` (the server's default, ``DEFAULT_POLL``) plans each poll from when the job is
-    likely to finish (server/jobs/schedule.py): about ``peak_interval`` apart around its likely end,
-    further apart where an end is less likely, always ``min_interval`` to ``max_interval`` apart.
+    ``adaptive`` (the server's default, ``DEFAULT_POLL``) plans each poll from what jobs of the same
+    kind were seen to take (server/jobs/schedule.py): ``cold_interval`` apart until five have
+    finished, then dense where they usually end and sparse elsewhere, always ``min_interval`` to
+    ``max_interval`` apart.
     Otherwise polls are ``interval`` apart; an ``interval`` of 0 polls at once in either mode.
     ``provider_rate`` caps the status polls sent to each provider (requests per second, after a
     burst of ``provider_burst``); None sends them unpaced.
@@ -42,8 +43,8 @@ class PollPolicy(BaseModel):
     interval: float = Field(default=2.0, ge=0)
     max_interval: float = Field(default=10.0, ge=0)
     adaptive: bool = False
-    min_interval: float = Field(default=0.5, ge=0)
-    peak_interval: float = Field(default=0.8, gt=0)
+    min_interval: float = Field(default=0.4, ge=0)
+    cold_interval: float = Field(default=1.1, gt=0)
     provider_rate: float | None = Field(default=None, gt=0)
     provider_burst: int = Field(default=10, ge=1)
     retry_base: float = Field(default=0.5, ge=0)

@@ -30,7 +30,7 @@ from server.errors import (
     SpendRefused,
     Unavailable,
 )
-from server.jobs.schedule import MAX_SAMPLES, PollPlanner, job_seconds
+from server.jobs.schedule import MAX_SAMPLES, PollPlanner
 from server.jobs.store import Job, JobStore, new_job_id, new_task_id
 from server.media import MediaService
 from server.providers import Provider, ProviderStatus
@@ -522,10 +522,10 @@ class JobRunner:
         follows the job; the player asks for news at this pace."""
         return self._next_poll.get(job_id) if job_id in self._polling else None
 
-    def _past_durations(self, model: str) -> list[float]:
-        """How long this model's last completed jobs took, oldest first (the planner's history)."""
-        rows = self._store.select("model = ? AND status = 'completed'", (model,), limit=MAX_SAMPLES)
-        return [seconds for row in reversed(rows) if (seconds := job_seconds(row)) is not None]
+    def _past_durations(self, model: str) -> list[Job]:
+        """This model's last completed jobs, oldest first: what the planner learned before a restart."""
+        rows = self._store.select("model = ? AND status = 'completed'", (model,), limit=4 * MAX_SAMPLES)
+        return list(reversed(rows))
 
     async def _finish(self, job: Job) -> None:
         assert job.video_url is not None

@@ -1,47 +1,66 @@
-"""When to look at a job again: a model of when it will finish, and the chance it has finished.
+"""When to look at a job again, from what its kind of job has been seen to take, not from the catalog.
 
-A job still running at the last poll is polled next when the chance that it has finished since
-then reaches a set value, never sooner than ``PollPolicy.min_interval`` and never later than
-``max_interval``. That value is what ``peak_interval`` seconds are worth where the job is most
-likely to end (at the median of the estimate: there, polls are ``peak_interval`` apart); where an
-end is less likely, polls thin out in proportion. A job of any length is then polled about as
-densely around its likely end, so the wait between its end and the poll that sees it stays about
-the same whether it takes 20 s or 2 minutes.
+The catalog's ``typical_seconds`` is a guess that real jobs miss by factors (queues, resolution,
+duration, provider load), so no guarantee here rests on it:
 
-What "when it will finish" is made of, best first:
+- **Cold** (fewer than ``MIN_WARM`` finished jobs of this kind): a poll every ``cold_interval``
+  (1 s), as a fixed 1 s poller would, widening only once a job has run ``COLD_HORIZON`` times
+  longer than the catalog says (so a stuck job is not polled every second for hours).
+- **Warm**: a log-normal learned from the finished jobs (``DurationModel``). Each poll goes where
+  a job still running at the last one has finished with a set chance, so polls are sparse before
+  the bulk of the distribution and about evenly dense through it. That chance is calibrated per
+  estimate (``calibrate``): the sparsest spacing whose wait from a job's end to the poll that sees
+  it stays within ``LATE_MEDIAN`` (median) and ``LATE_P90`` (90th percentile) if jobs end as
+  learned, which a 1 s poller's 0.5 s and 0.9 s bound from above. The estimate is predictive (its
+  spread covers what five jobs cannot pin down), so the wait holds while the estimate is young.
 
-1. The provider's ``progress`` (Vtrix reports a 0-1 fraction while a job runs): the line through
-   the progress readings, extrapolated to 1, with a spread that shrinks as the end nears.
-2. How long this model's jobs took before (a log-normal per model, learned from completed jobs:
-   WaveSpeed's ``timings.inference`` when there is one, else the time we saw the job take), with the
-   catalog's ``typical_seconds`` and a spread (sigma) of 0.3 as the prior.
+What is learned, per model and per the arguments that change the time (``TIME_PARAMS``; per
+model alone until a combination has history of its own):
 
-Either way a small share of a wide log-normal is mixed in, so a job that outlives every estimate is
-polled less and less often instead of every ``min_interval`` forever. Everything here is pure
-except ``PollPlanner``, which keeps the per-model duration models and per-job progress readings.
+1. The end of each job, bracketed by the last poll that saw it running and the first that saw it
+   done, narrowed by WaveSpeed's ``timings.inference`` when that falls inside the bracket.
+2. A speed change: when the newest finished jobs sit far from the older ones (``SHIFT_Z`` standard
+   errors), the older ones stop counting for the median; the spread (log-normal sigma), which a
+   change of speed does not alter, keeps being pooled over both.
+3. While a job runs, Vtrix's ``progress`` extrapolated to 1 (warm only: a progress bar is not
+   trusted before the schedule knows what the model's jobs take).
+
+The journal's completed rows are the memory: ``PollPlanner`` asks for them once per model, so what
+was learned survives a restart. Everything here is pure except ``PollPlanner``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.catalog import ModelSpec
 from server.jobs.store import Job
 from server.settings import PollPolicy
 
+# Finished jobs of a kind before its learned distribution replaces the cold schedule.
+MIN_WARM = 5
+# After a detected change of speed: jobs at the new speed before the schedule is warm again.
+MIN_SEGMENT = 3
+# The spread assumed before any is seen, and how many jobs' worth it counts against the data.
 PRIOR_SIGMA = 0.3
-# How many completed jobs the catalog's typical time is worth against learned ones.
-PRIOR_WEIGHT = 8.0
-# Completed jobs remembered per model (the newest win: providers speed up and slow down).
-MAX_SAMPLES = 64
+PRIOR_SIGMA_WEIGHT = 2.0
 SIGMA_RANGE = (0.05, 1.5)
-# The share and spread of the wide log-normal mixed into every estimate.
-FALLBACK_WEIGHT = 0.02
-FALLBACK_SIGMA = 1.0
+# Finished jobs remembered per kind (the newest win).
+MAX_SAMPLES = 64
+# A change of speed: the newest k (SHIFT_MIN..SHIFT_MAX) jobs' mean log time this many standard
+# errors from the older jobs' mean.
+SHIFT_Z = 2.5
+SHIFT_MIN, SHIFT_MAX = 3, 6
+# Cold: polls ``cold_interval`` apart until the job has run this many times the catalog's time
+# (and at least COLD_FLOOR seconds); after that the gap grows in proportion to the time run.
+COLD_HORIZON = 4.0
+COLD_FLOOR = 300.0
+# The arguments that change how long a job takes.
+TIME_PARAMS = ("duration", "resolution", "size", "num_inference_steps")
 # Progress: readings kept per job, the resolution assumed (Vtrix reports two decimals), a reading
 # from which on progress bars often stall (it says "nearly done", not when), and how far a
 # straight-line extrapolation is trusted (its spread as a share of the time it reaches ahead).
@@ -50,7 +69,24 @@ PROGRESS_STEP = 0.01
 PROGRESS_STALLS = 0.95
 PROGRESS_TRUST = 0.1
 PROGRESS_WEIGHT = 0.95
+# Warm: the wait from a job's end to the poll that sees it, median and 90th percentile, that the
+# plan must keep if jobs end as learned (a 1 s poller's are 0.5 s and 0.9 s); the peak gaps it may
+# choose from; the largest chance of an end one gap may span (more, and a small error in the
+# learned median moves many ends into one long gap); the closest spacing, as a share of the peak
+# gap (closer polls, where ends are likelier still, buy a shorter wait than the targets need).
+LATE_MEDIAN = 0.45
+LATE_P90 = 1.25
+PEAK_RANGE = (0.4, 2.5)
+MAX_CHANCE = 0.15
+FLOOR = 1.0
+# Learned distributions this close share one calibration (log median, sigma).
+CALIBRATION_GRID = (0.02, 0.01)
+# The share and spread of a wide log-normal mixed into every warm estimate, so a job that outlives
+# every estimate is polled less and less often instead of at the tightest spacing forever.
+FALLBACK_WEIGHT = 0.02
+FALLBACK_SIGMA = 1.0
 _SQRT2 = math.sqrt(2.0)
+_PHI0 = 1 / math.sqrt(2 * math.pi)
 
 
 class Finish(Protocol):
@@ -79,6 +115,15 @@ class LogNormal:
     @property
     def median(self) -> float:
         return math.exp(self.mu)
+
+    @property
+    def hazard_at_median(self) -> float:
+        """The rate at which jobs still running at the median end there: ``2 phi(0) / (sigma m)``."""
+        return 2 * _PHI0 / (self.sigma * self.median)
+
+    def quantile(self, z: float) -> float:
+        """The time ``z`` standard deviations (of log time) from the median."""
+        return math.exp(self.mu + z * self.sigma)
 
     def sf(self, t: float) -> float:
         if t <= 0:
@@ -113,34 +158,6 @@ def with_fallback(finish: Finish, median: float) -> Mixture:
     return Mixture(((1 - FALLBACK_WEIGHT, finish), (FALLBACK_WEIGHT, wide)))
 
 
-def median(finish: Finish) -> float:
-    """The time by which the job has finished with probability 1/2."""
-    high = 1.0
-    while finish.sf(high) > 0.5 and high < 1e7:
-        high *= 2
-    low = 0.0
-    while high - low > 1e-3 * high:
-        middle = (low + high) / 2
-        if finish.sf(middle) > 0.5:
-            low = middle
-        else:
-            high = middle
-    return high
-
-
-def peak_chance(finish: Finish, peak_gap: float) -> float:
-    """The chance of finishing within ``peak_gap`` seconds of the median, for a job still running then.
-
-    It is ``peak_gap`` times the hazard rate at the median, kept within 0.0001-0.5 (at 0.5, the next
-    poll goes where the job is as likely done as not).
-    """
-    middle = median(finish)
-    step = max(0.01 * middle, 0.01)
-    running = finish.sf(middle)
-    hazard = (finish.sf(max(middle - step, 0.0)) - finish.sf(middle + step)) / (2 * step) / running
-    return min(max(peak_gap * hazard, 1e-4), 0.5)
-
-
 def next_poll_in(elapsed: float, finish: Finish, *, chance: float, min_gap: float, max_gap: float) -> float:
     """Seconds from ``elapsed`` until a job still running then has finished with probability ``chance``.
 
@@ -163,6 +180,70 @@ def next_poll_in(elapsed: float, finish: Finish, *, chance: float, min_gap: floa
         else:
             low = middle
     return high
+
+
+@dataclass(frozen=True, slots=True)
+class Spacing:
+    """A warm schedule for one estimate: each poll where a job still running at the last has
+    finished with probability ``chance``, never closer than ``min_gap``."""
+
+    chance: float
+    min_gap: float
+
+
+def spacing(learned: LogNormal, peak_gap: float, policy: PollPolicy) -> Spacing:
+    """Polls ``peak_gap`` apart at the median of ``learned`` (hazard there times the gap is the
+    chance), at most ``MAX_CHANCE``, and never closer than ``FLOOR`` times ``peak_gap``."""
+    chance = min(peak_gap * learned.hazard_at_median, MAX_CHANCE)
+    return Spacing(chance, max(policy.min_interval, FLOOR * peak_gap))
+
+
+def plan(finish: Finish, rule: Spacing, *, max_gap: float, limit: int = 2000) -> list[float]:
+    """The poll times ``rule`` gives a job that reports nothing until it ends (from 0 s)."""
+    times: list[float] = []
+    elapsed = 0.0
+    while len(times) < limit and finish.sf(elapsed) > 1e-3:
+        elapsed += next_poll_in(elapsed, finish, chance=rule.chance, min_gap=rule.min_gap, max_gap=max_gap)
+        times.append(elapsed)
+    return times
+
+
+def wait_share(times: Sequence[float], finish: Finish, wait: float) -> float:
+    """The share of jobs seen within ``wait`` seconds of their end, polled at ``times`` (of those
+    that end by the last of them)."""
+    if not times:
+        return 0.0
+    total, previous = 0.0, 0.0
+    for t in times:
+        total += finish.sf(max(previous, t - wait)) - finish.sf(t)
+        previous = t
+    return total / (1.0 - finish.sf(times[-1]))
+
+
+def calibrate(learned: LogNormal, policy: PollPolicy) -> Spacing:
+    """The sparsest spacing (widest peak gap in ``PEAK_RANGE``) whose plan keeps the median and
+    90th percentile wait within ``LATE_MEDIAN`` and ``LATE_P90`` if jobs end as ``learned`` says."""
+
+    def keeps(rule: Spacing) -> bool:
+        times = plan(learned, rule, max_gap=policy.max_interval)
+        return wait_share(times, learned, LATE_MEDIAN) >= 0.5 and wait_share(times, learned, LATE_P90) >= 0.9
+
+    low, high = PEAK_RANGE
+    if keeps(spacing(learned, high, policy)):
+        return spacing(learned, high, policy)
+    while high - low > 0.02:
+        middle = (low + high) / 2
+        if keeps(spacing(learned, middle, policy)):
+            low = middle
+        else:
+            high = middle
+    return spacing(learned, low, policy)
+
+
+def cold_gap(elapsed: float, interval: float, typical_seconds: float) -> float:
+    """The cold schedule: ``interval`` apart, then wider in proportion once a job runs very long."""
+    horizon = max(COLD_HORIZON * typical_seconds, COLD_FLOOR)
+    return max(interval, interval * elapsed / horizon)
 
 
 def progress_finish(readings: Sequence[tuple[float, float]], started: float = 0.0) -> Normal | None:
@@ -199,63 +280,99 @@ def progress_finish(readings: Sequence[tuple[float, float]], started: float = 0.
 
 
 class DurationModel:
-    """How long one model's jobs take, as a log-normal learned from completed jobs.
+    """How long one kind of job takes, learned from finished jobs; None until it has seen enough.
 
-    The estimate is the prior (the catalog's typical time, sigma 0.3) counted as ``PRIOR_WEIGHT``
-    jobs, updated with the last ``MAX_SAMPLES`` observed durations.
+    Log times are kept in order, split into segments at each detected change of speed. The median
+    comes from the newest segment alone; the spread from every remembered job's distance to its own
+    segment's mean, pooled with ``PRIOR_SIGMA`` counted as ``PRIOR_SIGMA_WEIGHT`` jobs. The
+    estimate is predictive: its sigma is widened by ``sqrt(1 + 1/n)`` for a median known from
+    ``n`` jobs.
     """
 
-    def __init__(self, typical_seconds: float, sigma: float = PRIOR_SIGMA) -> None:
-        self._prior_mu = math.log(typical_seconds)
-        self._prior_sigma = sigma
-        self._logs: deque[float] = deque(maxlen=MAX_SAMPLES)
+    def __init__(self) -> None:
+        self._logs: deque[tuple[int, float]] = deque(maxlen=MAX_SAMPLES)  # (segment, log seconds)
+        self._segment = 0
         self._cached: LogNormal | None = None
+        self._stale = True
 
     def add(self, seconds: float) -> None:
-        if seconds > 0 and math.isfinite(seconds):
-            self._logs.append(math.log(seconds))
-            self._cached = None
+        if not (seconds > 0 and math.isfinite(seconds)):
+            return
+        self._logs.append((self._segment, math.log(seconds)))
+        self._stale = True
+        self._detect_shift()
 
     @property
     def samples(self) -> int:
         return len(self._logs)
 
-    def distribution(self) -> LogNormal:
-        if self._cached is None:
-            n = len(self._logs)
-            w = PRIOR_WEIGHT
-            if n == 0:
-                self._cached = LogNormal(self._prior_mu, self._prior_sigma)
+    @property
+    def current(self) -> int:
+        """Jobs in the newest segment (at the current speed)."""
+        return sum(1 for segment, _ in self._logs if segment == self._segment)
+
+    def _sigma(self) -> float:
+        sums: dict[int, tuple[int, float, float]] = {}
+        for segment, x in self._logs:
+            n, s, ss = sums.get(segment, (0, 0.0, 0.0))
+            sums[segment] = (n + 1, s + x, ss + x * x)
+        squares = sum(max(ss - s * s / n, 0.0) for n, s, ss in sums.values())
+        freedom = sum(n - 1 for n, _, _ in sums.values())
+        variance = (PRIOR_SIGMA_WEIGHT * PRIOR_SIGMA**2 + squares) / (PRIOR_SIGMA_WEIGHT + freedom)
+        return min(max(math.sqrt(variance), SIGMA_RANGE[0]), SIGMA_RANGE[1])
+
+    def _detect_shift(self) -> None:
+        current = [x for segment, x in self._logs if segment == self._segment]
+        for k in range(SHIFT_MIN, min(SHIFT_MAX, len(current) - SHIFT_MIN) + 1):
+            older, newer = current[:-k], current[-k:]
+            diff = sum(newer) / k - sum(older) / len(older)
+            error = max(self._sigma(), 0.1) * math.sqrt(1 / k + 1 / len(older))
+            if abs(diff) > SHIFT_Z * error:
+                self._segment += 1
+                cut = len(self._logs) - k
+                relabelled = [(self._segment if i >= cut else s, x) for i, (s, x) in enumerate(self._logs)]
+                self._logs = deque(relabelled, maxlen=MAX_SAMPLES)
+                return
+
+    def distribution(self) -> LogNormal | None:
+        """The predictive log-normal of the next job's time, or None while cold."""
+        if self._stale:
+            self._stale = False
+            current = [x for segment, x in self._logs if segment == self._segment]
+            n = len(current)
+            if len(self._logs) < MIN_WARM or n < MIN_SEGMENT:
+                self._cached = None
             else:
-                mean = sum(self._logs) / n
-                squares = sum((x - mean) ** 2 for x in self._logs)
-                mu = (w * self._prior_mu + n * mean) / (w + n)
-                variance = (w * self._prior_sigma**2 + squares) / (w + n)
-                sigma = min(max(math.sqrt(variance), SIGMA_RANGE[0]), SIGMA_RANGE[1])
-                self._cached = LogNormal(mu, sigma)
+                self._cached = LogNormal(sum(current) / n, self._sigma() * math.sqrt(1 + 1 / n))
         return self._cached
+
+
+def kind_of(model: str, params: Mapping[str, Any]) -> str:
+    """The key jobs that should take about as long share: the model and its time-changing arguments."""
+    parts = [f"{name}={params[name]}" for name in TIME_PARAMS if params.get(name) is not None]
+    return "|".join([model, *parts])
 
 
 def job_seconds(job: Job) -> float | None:
     """How long a completed job took at the provider, from its journal row (None if unknown).
 
-    WaveSpeed's ``timings.inference`` when reported; otherwise submission to ``finished_at``
-    (which also holds the wait for the last poll and the download, so it errs long).
+    WaveSpeed's ``timings.inference`` when reported and no longer than the job took here;
+    otherwise submission to ``finished_at`` (which also holds the wait for the last poll and the
+    download, so it errs long).
     """
-    if job.status != "completed":
+    if job.status != "completed" or job.submitted_at is None:
         return None
-    if job.inference_ms:
+    total = job.finished_at - job.submitted_at if job.finished_at is not None else None
+    if job.inference_ms and (total is None or job.inference_ms / 1000 <= total):
         return job.inference_ms / 1000
-    if job.finished_at is not None and job.submitted_at is not None:
-        seconds = job.finished_at - job.submitted_at
-        return seconds if seconds > 0 else None
-    return None
+    return total if total is not None and total > 0 else None
 
 
 @dataclass
 class _Track:
     """What the planner has seen of one live job."""
 
+    kind: str
     model: str
     origin: float
     readings: list[tuple[float, float]] = field(default_factory=list[tuple[float, float]])
@@ -264,16 +381,16 @@ class _Track:
     done: bool = False
 
 
-History = Callable[[str], Iterable[float]]
+History = Callable[[str], Iterable[Job]]
 
 
 class PollPlanner:
-    """Decides each live job's next poll; learns each model's durations as jobs complete.
+    """Decides each live job's next poll; learns each kind of job's durations as jobs complete.
 
-    ``history(slug)`` gives durations of the model's past jobs (from the journal); it is asked
-    once per model, the first time a job of that model is planned.
+    ``history(slug)`` gives the model's completed journal rows, oldest first; it is asked once per
+    model, the first time a job of that model is planned.
 
-    A completed job's duration is learned once every job of its model submitted before it has
+    A completed job's duration is learned once every job of its kind submitted before it has
     ended too (or once ``MAX_SAMPLES`` are waiting): of a burst of jobs sent together the quick
     ones end first, and learning from them alone would teach that jobs are quicker than they are.
     """
@@ -281,36 +398,52 @@ class PollPlanner:
     def __init__(self, policy: PollPolicy, history: History | None = None) -> None:
         self._policy = policy
         self._history = history
-        self._models: dict[str, DurationModel] = {}
+        self._models: dict[str, DurationModel] = {}  # by kind, and by model slug
+        self._loaded: set[str] = set()
+        self._spacings: dict[tuple[int, int], Spacing] = {}
         self._tracks: dict[str, _Track] = {}
-        self._unlearned: dict[str, list[tuple[float, float]]] = {}  # slug -> (submitted, seconds)
+        self._unlearned: dict[str, list[tuple[float, float]]] = {}  # kind -> (submitted, seconds)
 
-    def model(self, slug: str, spec: ModelSpec | None) -> DurationModel:
-        found = self._models.get(slug)
-        if found is None:
-            found = self._models[slug] = DurationModel(spec.typical_seconds if spec else 60.0)
-            if self._history is not None:
-                for seconds in self._history(slug):
-                    found.add(seconds)
-        return found
+    def _load(self, slug: str) -> None:
+        if slug in self._loaded:
+            return
+        self._loaded.add(slug)
+        if self._history is not None:
+            for row in self._history(slug):
+                if (seconds := job_seconds(row)) is not None:
+                    self._add(kind_of(slug, row.params), slug, seconds)
+
+    def _add(self, kind: str, slug: str, seconds: float) -> None:
+        for key in {kind, slug}:
+            self._models.setdefault(key, DurationModel()).add(seconds)
+
+    def model(self, kind: str) -> DurationModel:
+        """What has been learned of one kind (or, by slug, of a whole model)."""
+        slug = kind.split("|", 1)[0]
+        self._load(slug)
+        return self._models.setdefault(kind, DurationModel())
+
+    def learned(self, job: Job) -> LogNormal | None:
+        """The learned distribution for ``job``: its kind's, else its model's; None while cold."""
+        kind = kind_of(job.model, job.params)
+        own = self.model(kind).distribution()
+        return own if own is not None else self.model(job.model).distribution()
 
     def observe(self, job: Job, spec: ModelSpec | None, now: float) -> None:
         """Record a status just read: a progress reading, or the job's end (its duration is learned)."""
+        del spec  # the catalog's time is no evidence of a job's
         track = self._tracks.get(job.id)
         if track is None:
-            track = self._tracks[job.id] = _Track(job.model, _origin(job))
+            track = self._tracks[job.id] = _Track(kind_of(job.model, job.params), job.model, _origin(job))
         elapsed = now - track.origin
         previous = track.last_poll
         track.last_poll = elapsed
         if job.video_url is not None or job.is_final:
             if job.video_url is not None and not track.done:
                 track.done = True
-                if job.inference_ms:
-                    seconds = job.inference_ms / 1000
-                else:  # it ended between the last two polls
-                    seconds = elapsed if previous is None else (previous + elapsed) / 2
-                self._unlearned.setdefault(job.model, []).append((track.origin, seconds))
-                self._learn(job.model, spec)
+                seconds = _ended(previous, elapsed, job.inference_ms)
+                self._unlearned.setdefault(track.kind, []).append((track.origin, seconds))
+                self._learn(track.kind)
             return
         progress = job.progress
         if job.status == "queued" or progress is None or progress <= 0.0:
@@ -323,22 +456,29 @@ class PollPlanner:
         """The job's poller has stopped: drop what was kept for it."""
         track = self._tracks.pop(job_id, None)
         if track is not None:
-            self._learn(track.model, None)
+            self._learn(track.kind)
 
-    def _learn(self, slug: str, spec: ModelSpec | None) -> None:
-        waiting = self._unlearned.get(slug)
+    def _learn(self, kind: str) -> None:
+        waiting = self._unlearned.get(kind)
         if not waiting:
             return
-        running = [t.origin for t in self._tracks.values() if t.model == slug and not t.done]
+        running = [t.origin for t in self._tracks.values() if t.kind == kind and not t.done]
         cutoff = min(running, default=math.inf)
         waiting.sort()
-        model = self.model(slug, spec)
+        slug = kind.split("|", 1)[0]
+        self._load(slug)
         while waiting and (waiting[0][0] <= cutoff or len(waiting) > MAX_SAMPLES):
-            model.add(waiting.pop(0)[1])
+            self._add(kind, slug, waiting.pop(0)[1])
 
-    def finish(self, job: Job, spec: ModelSpec | None) -> Finish:
-        """The current estimate of when ``job`` finishes (seconds since it was submitted)."""
-        learned = self.model(job.model, spec).distribution()
+    def finish(self, job: Job) -> Finish | None:
+        """The current estimate of when ``job`` finishes (seconds since submitted); None while cold.
+
+        What its kind of job was seen to take, mixed with the line through its progress readings
+        when there is one.
+        """
+        learned = self.learned(job)
+        if learned is None:
+            return None
         track = self._tracks.get(job.id)
         if track is not None and track.readings:
             extrapolated = progress_finish(track.readings, track.started)
@@ -347,18 +487,46 @@ class PollPlanner:
                 return with_fallback(blended, learned.median)
         return with_fallback(learned, learned.median)
 
+    def spacing(self, learned: LogNormal) -> Spacing:
+        """The warm spacing for ``learned``, calibrated once per nearby estimate."""
+        step_mu, step_sigma = CALIBRATION_GRID
+        key = (round(learned.mu / step_mu), round(learned.sigma / step_sigma))
+        found = self._spacings.get(key)
+        if found is None:
+            if len(self._spacings) > 1024:
+                self._spacings.clear()
+            grid = LogNormal(key[0] * step_mu, max(key[1] * step_sigma, SIGMA_RANGE[0]))
+            found = self._spacings[key] = calibrate(grid, self._policy)
+        return found
+
     def next_delay(self, job: Job, spec: ModelSpec | None, now: float) -> float:
         """Seconds to wait before polling ``job`` again."""
         policy = self._policy
         elapsed = max(now - _origin(job), 0.0)
-        finish = self.finish(job, spec)
+        learned = self.learned(job)
+        finish = self.finish(job)
+        if learned is None or finish is None:
+            typical = spec.typical_seconds if spec is not None else 60.0
+            return min(cold_gap(elapsed, policy.cold_interval, typical), max(policy.max_interval, 1.0))
+        rule = self.spacing(learned)
         return next_poll_in(
-            elapsed,
-            finish,
-            chance=peak_chance(finish, policy.peak_interval),
-            min_gap=policy.min_interval,
-            max_gap=policy.max_interval,
+            elapsed, finish, chance=rule.chance, min_gap=rule.min_gap, max_gap=policy.max_interval
         )
+
+
+def _ended(previous: float | None, seen: float, inference_ms: int | None) -> float:
+    """When a job seen done at ``seen`` (and running at ``previous``) ended, in seconds since submit.
+
+    The provider's inference time says when if it falls between the two polls; before it, the job
+    also queued, and the middle of the bracket is the best guess. A job done at its first look
+    has no lower bound: its inference time, else ``seen`` (erring long, never short).
+    """
+    inference = inference_ms / 1000 if inference_ms else None
+    if previous is None:
+        return min(inference, seen) if inference is not None else seen
+    if inference is not None and previous <= inference <= seen:
+        return inference
+    return (previous + seen) / 2
 
 
 def _origin(job: Job) -> float:
