@@ -1,5 +1,5 @@
-"""The poll schedule: its pure parts, the per-model duration model, the planner, the emulator's drawn
-durations, the settings that choose it, and the runner using it."""
+"""The poll schedule: its pure parts, what it learns, the planner on a fake clock (no sleeping), the
+emulator's drawn durations, the settings that choose it, and the server using it over stdio."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import itertools
 import math
 import random
 import statistics
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,31 +15,37 @@ import anyio
 import pytest
 from mcp import Client
 
+from bench.common import stdio_session
+from bench.polling import Condition, history_rows, run_virtual, simulate, verdict
 from server.app import build_server
 from server.catalog import ModelSpec, load_catalog
 from server.errors import ConfigError
 from server.jobs.schedule import (
-    MAX_SAMPLES,
+    MAX_CHANCE,
+    MIN_WARM,
     DurationModel,
     LogNormal,
     Normal,
     PollPlanner,
+    Spacing,
+    calibrate,
+    cold_gap,
     job_seconds,
-    median,
+    kind_of,
     next_poll_in,
-    peak_chance,
+    plan,
     progress_finish,
-    with_fallback,
+    wait_share,
 )
 from server.jobs.store import Job
 from server.sandbox import EmuJob, Emulator
 from server.sandbox.emulator import LogNormalDurations
 from server.settings import DEFAULT_POLL, PollPolicy, Settings
 from tests.conftest import make_settings
-from tests.mcp_helpers import minimal_arguments, structured
+from tests.mcp_helpers import minimal_arguments, stdio_server, structured
 
 SPECS = {spec.slug: spec for spec in load_catalog().select(None)}
-WAVESPEED_40S = SPECS["wan22_i2v_480p_lora_ultra_fast"]
+ULTRA_30S = SPECS["wan22_i2v_480p_ultra_fast"]
 VTRIX = SPECS["wan22_i2v_flash"]
 
 
@@ -59,48 +66,75 @@ def new_job(spec: ModelSpec, **changes: object) -> Job:
     return replace(job, **changes)
 
 
-# --- distributions and the gap rule ---------------------------------------------------------------
+def done_rows(spec: ModelSpec, seconds: list[float], **params: object) -> list[Job]:
+    return [replace(row, params=dict(params)) for row in history_rows(spec, seconds)]
 
 
-def test_distributions_put_half_their_mass_below_the_median() -> None:
-    assert LogNormal.from_median(40).sf(40) == pytest.approx(0.5)
-    assert LogNormal.from_median(40).sf(0) == 1.0
-    assert LogNormal.from_median(40).sf(40 * math.exp(0.3)) == pytest.approx(0.1587, abs=1e-4)
+def expected_polls(times: list[float], finish: LogNormal) -> float:
+    """Polls a job ending as ``finish`` says gets from poll times ``times``."""
+    total, previous = 0.0, 0.0
+    for n, t in enumerate(times, start=1):
+        total += n * (finish.sf(previous) - finish.sf(t))
+        previous = t
+    return total
+
+
+# --- distributions and the rules ------------------------------------------------------------------
+
+
+def test_log_normal_quantiles_and_hazard() -> None:
+    finish = LogNormal.from_median(40, 0.3)
+    assert finish.sf(40) == pytest.approx(0.5)
+    assert finish.sf(0) == 1.0
+    assert finish.sf(finish.quantile(1.0)) == pytest.approx(0.1587, abs=1e-4)
+    step = 0.01
+    hazard = (finish.sf(40 - step) - finish.sf(40 + step)) / (2 * step) / 0.5
+    assert finish.hazard_at_median == pytest.approx(hazard, rel=1e-3)
     assert Normal(10, 2).sf(12) == pytest.approx(0.1587, abs=1e-4)
-    assert median(LogNormal.from_median(123)) == pytest.approx(123, rel=1e-3)
-    assert median(with_fallback(LogNormal.from_median(50), 50)) == pytest.approx(50, rel=1e-3)
 
 
 def test_next_poll_comes_when_the_chance_of_having_finished_reaches_the_target() -> None:
-    finish = LogNormal.from_median(40)
+    finish = LogNormal.from_median(40, 0.3)
     for elapsed in (20.0, 35.0, 40.0, 50.0):
         gap = next_poll_in(elapsed, finish, chance=0.05, min_gap=0.01, max_gap=100)
         assert finish.sf(elapsed + gap) == pytest.approx(finish.sf(elapsed) * 0.95, rel=1e-3)
-
-
-def test_next_poll_stays_within_the_bounds() -> None:
-    finish = LogNormal.from_median(40)
     assert next_poll_in(0.0, finish, chance=0.05, min_gap=0.5, max_gap=10) == 10  # nothing ends early
     assert next_poll_in(40.0, Normal(40.5, 0.1), chance=0.05, min_gap=5, max_gap=10) == 5
-    assert next_poll_in(40.0, Normal(0, 0.001), chance=0.1, min_gap=0.5, max_gap=10) == 10
 
 
-def test_the_peak_chance_is_the_peak_gap_times_the_hazard_at_the_median() -> None:
-    # For a log-normal the hazard at the median is 2 * phi(0) / (sigma * median).
-    for typical in (20.0, 40.0, 120.0):
-        hazard = 2 / math.sqrt(2 * math.pi) / (0.3 * typical)
-        assert peak_chance(LogNormal.from_median(typical), 0.8) == pytest.approx(0.8 * hazard, rel=0.01)
-    assert peak_chance(Normal(60, 0.01), 0.8) == 0.5
+def test_a_1s_poller_sees_half_the_jobs_within_half_a_second() -> None:
+    finish = LogNormal.from_median(60, 0.3)
+    every_second = [float(t) for t in range(1, 400)]
+    assert wait_share(every_second, finish, 0.5) == pytest.approx(0.5, abs=0.01)
+    assert wait_share(every_second, finish, 0.9) == pytest.approx(0.9, abs=0.01)
+    assert wait_share([], finish, 1.0) == 0.0
 
 
-@pytest.mark.parametrize("typical", [20.0, 40.0, 120.0])
-def test_polls_are_about_peak_interval_apart_where_jobs_usually_end(typical: float) -> None:
-    finish = with_fallback(LogNormal.from_median(typical), typical)
-    chance = peak_chance(finish, 0.8)
-    gap = next_poll_in(typical, finish, chance=chance, min_gap=0.1, max_gap=10)
-    assert gap == pytest.approx(0.8, abs=0.1)
-    # ...and far apart where they rarely do.
-    assert next_poll_in(0.2 * typical, finish, chance=chance, min_gap=0.1, max_gap=10) > 5 * 0.8
+@pytest.mark.parametrize(
+    ("median", "sigma"), [(8.0, 0.2), (8.0, 0.3), (60.0, 0.3), (180.0, 0.3), (60.0, 0.6)]
+)
+def test_the_calibrated_plan_keeps_the_wait_targets_with_fewer_polls(median: float, sigma: float) -> None:
+    learned = LogNormal.from_median(median, sigma)
+    rule = calibrate(learned, DEFAULT_POLL)
+    times = plan(learned, rule, max_gap=DEFAULT_POLL.max_interval)
+    assert wait_share(times, learned, 0.5) >= 0.5  # median wait at most a 1 s poller's
+    assert wait_share(times, learned, 1.4) >= 0.9  # 90th percentile within +0.5 s of its
+    every_second = [float(t) for t in range(0, 2000)]
+    ratio = expected_polls(times, learned) / expected_polls(every_second, learned)
+    assert ratio <= (0.5 if sigma <= 0.3 else 0.8)
+    # a sparser spacing would not keep them
+    if rule.chance < MAX_CHANCE:
+        sparser = Spacing(rule.chance * 1.3, rule.min_gap * 1.3)
+        times = plan(learned, sparser, max_gap=DEFAULT_POLL.max_interval)
+        assert wait_share(times, learned, 0.45) < 0.5 or wait_share(times, learned, 1.25) < 0.9
+
+
+def test_the_cold_schedule_is_a_steady_second_whatever_the_catalog_says() -> None:
+    for typical in (7.5, 30.0, 120.0):
+        assert cold_gap(0.0, 1.1, typical) == 1.1
+        assert cold_gap(250.0, 1.1, typical) == 1.1
+    assert cold_gap(3000.0, 1.1, 30.0) == pytest.approx(11.0)  # a job stuck for an hour thins out
+    assert cold_gap(3000.0, 1.1, 1000.0) == 1.1  # unless the catalog expects that long
 
 
 # --- progress ---------------------------------------------------------------------------------------
@@ -122,137 +156,198 @@ def test_progress_that_cannot_say_gives_no_estimate() -> None:
     assert progress_finish([(10.0, 0.0)]) is None
     assert progress_finish([(10.0, 0.3)], started=10.0) is None
     assert progress_finish([(10.0, 0.3), (20.0, 0.3)]) is None
-    # a reading at the stall point only says "nearly done": it is not fitted
     stalled = progress_finish([(10.0, 0.2), (20.0, 0.4), (48.0, 0.95)])
     assert stalled is not None
     assert stalled.mean == pytest.approx(50, abs=0.5)
 
 
-# --- the duration model -------------------------------------------------------------------------------
+# --- what is learned --------------------------------------------------------------------------------
 
 
-def test_the_duration_model_starts_at_the_catalog_prior_and_learns() -> None:
-    model = DurationModel(40)
-    assert model.distribution() == LogNormal(math.log(40), 0.3)
+def test_the_duration_model_is_cold_until_five_jobs_then_predictive() -> None:
+    model = DurationModel()
     rng = random.Random(1)
+    for _ in range(MIN_WARM - 1):
+        model.add(rng.lognormvariate(math.log(70), 0.3))
+    assert model.distribution() is None
+    model.add(70.0)
+    young = model.distribution()
+    assert young is not None
+    assert young.median == pytest.approx(70, rel=0.3)
     for _ in range(200):
-        model.add(rng.lognormvariate(math.log(70), 0.1))
+        model.add(rng.lognormvariate(math.log(70), 0.3))
     learned = model.distribution()
-    assert model.samples == MAX_SAMPLES
-    assert learned.median == pytest.approx(70, rel=0.08)
-    assert 0.08 < learned.sigma < 0.15
+    assert learned is not None
+    assert learned.median == pytest.approx(70, rel=0.1)
+    assert 0.22 < learned.sigma < 0.38
+    assert young.sigma > 0.2  # five jobs cannot pin the spread down: it is not taken as small
+    samples = model.samples
     model.add(-1)
     model.add(math.inf)
-    assert model.samples == MAX_SAMPLES
+    assert model.samples == samples
+
+
+@pytest.mark.parametrize("factor", [2.0, 0.5])
+def test_a_change_of_speed_is_seen_within_a_few_jobs(factor: float) -> None:
+    model = DurationModel()
+    rng = random.Random(4)
+    for _ in range(30):
+        model.add(rng.lognormvariate(math.log(40), 0.3))
+    for _ in range(5):
+        model.add(rng.lognormvariate(math.log(40 * factor), 0.3))
+    learned = model.distribution()
+    assert learned is not None
+    assert model.current <= 6  # the old speed no longer counts for the median
+    assert learned.median == pytest.approx(40 * factor, rel=0.25)
+    assert learned.sigma < 0.5  # the spread is still pooled over both speeds
+
+
+def test_steady_jobs_do_not_look_like_a_change_of_speed() -> None:
+    model = DurationModel()
+    rng = random.Random(5)
+    for _ in range(60):
+        model.add(rng.lognormvariate(math.log(40), 0.3))
+    assert model.current >= 20
+
+
+def test_jobs_are_grouped_by_the_arguments_that_change_their_time() -> None:
+    assert kind_of("m", {"duration": 5, "prompt": "x", "seed": 3}) == "m|duration=5"
+    assert kind_of("m", {"resolution": "720p", "duration": 10}) == "m|duration=10|resolution=720p"
+    assert kind_of("m", {}) == "m"
 
 
 def test_job_seconds_prefers_the_providers_inference_time() -> None:
-    done = new_job(WAVESPEED_40S, status="completed", finished_at=1042.0)
+    done = new_job(ULTRA_30S, status="completed", finished_at=1042.0)
     assert job_seconds(replace(done, inference_ms=38_500)) == 38.5
+    assert job_seconds(replace(done, inference_ms=99_000)) == 42.0  # longer than it took here: not trusted
     assert job_seconds(done) == 42.0
     assert job_seconds(replace(done, status="failed")) is None
     assert job_seconds(replace(done, submitted_at=None)) is None
 
 
-# --- the planner ----------------------------------------------------------------------------------------
+# --- the planner, on a fake clock ----------------------------------------------------------------------
 
 
-def test_the_planner_learns_a_models_durations_from_history_and_completions() -> None:
+@pytest.mark.parametrize("typical", [2.0, 30.0, 120.0])
+def test_a_fresh_journal_polls_every_1_1_s_whatever_the_catalog_says(typical: float) -> None:
+    spec = ULTRA_30S.model_copy(update={"typical_seconds": typical})
+    planner = PollPlanner(DEFAULT_POLL, history=lambda slug: [])
+    job = new_job(spec)
+    for elapsed in (0.0, 1.1, 5.0, 30.0, 200.0):
+        assert planner.next_delay(job, spec, 1000.0 + elapsed) == DEFAULT_POLL.cold_interval
+
+
+def test_five_finished_jobs_make_the_schedule_warm() -> None:
+    four = done_rows(ULTRA_30S, [8.0, 8.5, 7.5, 8.2])
+    planner = PollPlanner(DEFAULT_POLL, history=lambda slug: four)
+    job = new_job(ULTRA_30S)
+    assert planner.learned(job) is None
+    assert planner.next_delay(job, ULTRA_30S, 1000.0) == DEFAULT_POLL.cold_interval
+    five = done_rows(ULTRA_30S, [8.0, 8.5, 7.5, 8.2, 7.9])
+    planner = PollPlanner(DEFAULT_POLL, history=lambda slug: five)
+    learned = planner.learned(job)
+    assert learned is not None
+    assert learned.median == pytest.approx(8.0, rel=0.05)  # the catalog's 30 s plays no part
+    first = planner.next_delay(job, ULTRA_30S, 1000.0)
+    assert 4.0 < first < 8.0  # nothing to see before the bulk of 8 s jobs, and no poll after it
+
+
+def test_what_was_learned_is_kept_per_kind_and_falls_back_to_the_model() -> None:
+    rows = done_rows(ULTRA_30S, [8.0] * 6, duration=5) + done_rows(ULTRA_30S, [16.0] * 6, duration=10)
     asked: list[str] = []
 
-    def history(slug: str) -> list[float]:
+    def history(slug: str) -> list[Job]:
         asked.append(slug)
-        return [80.0] * 20
+        return rows
 
     planner = PollPlanner(DEFAULT_POLL, history=history)
-    job = new_job(WAVESPEED_40S)
-    # 20 jobs of 80 s outweigh the catalog's 40 s (counted as 8 jobs)
-    assert median(planner.finish(job, WAVESPEED_40S)) == pytest.approx(
-        40 ** (8 / 28) * 80 ** (20 / 28), rel=0.01
-    )
-    planner.observe(replace(job, video_url="https://v", inference_ms=81_000), WAVESPEED_40S, 1082.0)
-    assert asked == [WAVESPEED_40S.slug]
-    assert planner.model(WAVESPEED_40S.slug, WAVESPEED_40S).samples == 21
+    short, long = new_job(ULTRA_30S, params={"duration": 5}), new_job(ULTRA_30S, params={"duration": 10})
+    short_learned, long_learned = planner.learned(short), planner.learned(long)
+    assert short_learned is not None
+    assert long_learned is not None
+    assert short_learned.median == pytest.approx(8.0, rel=0.01)
+    assert long_learned.median == pytest.approx(16.0, rel=0.01)
+    unseen = planner.learned(new_job(ULTRA_30S, params={"duration": 5, "resolution": "720p"}))
+    assert unseen is not None
+    assert 8.0 < unseen.median < 16.0  # no history of its own: the model's, over every kind
+    assert asked == [ULTRA_30S.slug]  # the journal is read once per model
 
 
-def test_the_planner_learns_the_bracketed_end_when_there_is_no_inference_time() -> None:
+def test_the_end_is_learned_from_the_bracket_and_the_inference_time() -> None:
     planner = PollPlanner(DEFAULT_POLL)
-    job = new_job(VTRIX)
-    planner.observe(replace(job, progress=0.9), VTRIX, 1050.0)
-    planner.observe(replace(job, video_url="https://v", progress=1.0), VTRIX, 1060.0)
-    learned = planner.model(VTRIX.slug, VTRIX)
-    assert learned.samples == 1
-    planner.forget(job.id)
-    assert planner.finish(job, VTRIX) == with_fallback(learned.distribution(), learned.distribution().median)
+    spec = VTRIX
+    for n, (previous, seen, inference) in enumerate(
+        [(10.0, 12.0, None), (20.0, 22.0, 21_500), (30.0, 34.0, 9_000)]
+    ):
+        job = new_job(spec, id=f"j{n}")
+        planner.observe(job, spec, 1000.0 + previous)
+        planner.observe(replace(job, video_url="https://v", inference_ms=inference), spec, 1000.0 + seen)
+        planner.forget(job.id)
+    model = planner.model(spec.slug)
+    assert model.samples == 3
+    # 11 (the bracket's middle), 21.5 (inside it), 32 (an inference before the bracket: it queued)
+    logs = sorted(x for _, x in model._logs)  # pyright: ignore[reportPrivateUsage]
+    assert [round(math.exp(x), 2) for x in logs] == [11.0, 21.5, 32.0]
 
 
 def test_a_quick_job_is_learned_only_once_the_jobs_sent_before_it_have_ended() -> None:
     planner = PollPlanner(DEFAULT_POLL)
-    model = planner.model(WAVESPEED_40S.slug, WAVESPEED_40S)
-    slow = new_job(WAVESPEED_40S, id="slow", submitted_at=1000.0)
-    quick = new_job(WAVESPEED_40S, id="quick", submitted_at=1001.0)
-    later = new_job(WAVESPEED_40S, id="later", submitted_at=1002.0)
+    model = planner.model(ULTRA_30S.slug)
+    slow = new_job(ULTRA_30S, id="slow", submitted_at=1000.0)
+    quick = new_job(ULTRA_30S, id="quick", submitted_at=1001.0)
+    later = new_job(ULTRA_30S, id="later", submitted_at=1002.0)
     for job in (slow, quick, later):
-        planner.observe(job, WAVESPEED_40S, 1005.0)
-    planner.observe(replace(quick, video_url="https://v", inference_ms=20_000), WAVESPEED_40S, 1021.0)
+        planner.observe(job, ULTRA_30S, 1005.0)
+    planner.observe(replace(quick, video_url="https://v", inference_ms=20_000), ULTRA_30S, 1021.0)
     assert model.samples == 0  # "slow", sent before it, is still running
-    planner.observe(replace(slow, video_url="https://v", inference_ms=70_000), WAVESPEED_40S, 1070.0)
+    planner.observe(replace(slow, video_url="https://v", inference_ms=70_000), ULTRA_30S, 1070.0)
     assert model.samples == 2
     planner.forget("later")  # its poller stopped without an end: it no longer holds anything back
     assert model.samples == 2
 
 
-def test_the_planner_aims_at_the_end_that_progress_points_to() -> None:
-    planner = PollPlanner(DEFAULT_POLL)
-    job = new_job(VTRIX)  # the catalog says 60 s; this one runs 100 s
-    for elapsed in (0.0, 10.0, 20.0, 30.0):
+def test_once_warm_the_planner_aims_at_the_end_that_progress_points_to() -> None:
+    rows = done_rows(VTRIX, [60.0, 62.0, 58.0, 61.0, 59.0])
+    planner = PollPlanner(DEFAULT_POLL, history=lambda slug: rows)
+    job = new_job(VTRIX)  # the journal says 60 s; this one runs 100 s
+    for elapsed in (10.0, 20.0, 30.0):
         planner.observe(replace(job, progress=round(elapsed / 100, 2)), VTRIX, 1000.0 + elapsed)
-    assert median(planner.finish(job, VTRIX)) == pytest.approx(100, abs=2)
     assert planner.next_delay(job, VTRIX, 1030.0) == DEFAULT_POLL.max_interval
-    planner.observe(replace(job, progress=0.97), VTRIX, 1097.0)
-    assert planner.next_delay(job, VTRIX, 1097.0) < 4
+    planner.observe(replace(job, progress=0.9), VTRIX, 1090.0)
+    assert 3 < planner.next_delay(job, VTRIX, 1090.0) < 10  # the next poll goes just before 100 s
 
 
-def simulate(
-    spec: ModelSpec, jobs: int, *, progress: bool, fixed: float | None = None
-) -> tuple[float, float]:
-    """Median lateness and mean polls per job for log-normal jobs (sigma 0.3) polled by the planner."""
-    rng = random.Random(7)
-    planner = PollPlanner(DEFAULT_POLL)
-    late: list[float] = []
-    polls: list[int] = []
-    for n in range(jobs):
-        runs = rng.lognormvariate(math.log(spec.typical_seconds), 0.3)
-        job = new_job(spec, id=f"job-{n}", submitted_at=0.0)
-        elapsed, count = 0.0, 0
-        while True:
-            count += 1
-            if elapsed >= runs:
-                break
-            reading = round(min(0.95, elapsed / runs), 2) if progress else None
-            job = replace(job, progress=reading)
-            planner.observe(job, spec, elapsed)
-            elapsed += (fixed or planner.next_delay(job, spec, elapsed)) + 0.01  # 10 ms a request
-        done = replace(job, video_url="https://v", inference_ms=None if progress else int(runs * 1000))
-        planner.observe(done, spec, elapsed)
-        planner.forget(job.id)
-        late.append(elapsed - runs)
-        polls.append(count)
-    return statistics.median(late), statistics.mean(polls)
+# --- the sweep's cells, on the virtual clock (deterministic: seeded draws, no sleeping) -----------------
 
 
-def test_without_progress_the_schedule_beats_a_1s_poller_with_half_the_polls() -> None:
-    fixed_late, fixed_polls = simulate(WAVESPEED_40S, 300, progress=False, fixed=1.0)
-    late, polls = simulate(WAVESPEED_40S, 300, progress=False)
-    assert late <= fixed_late
-    assert polls <= fixed_polls / 2
+@pytest.mark.parametrize(
+    "cond",
+    [
+        Condition("cold", 8.0, 0.3, 0.25),  # the issue's case: 8 s jobs, a catalog saying 32 s
+        Condition("warm", 8.0, 0.2, 0.25),
+        Condition("warm", 60.0, 0.2, 4.0),
+        Condition("faster", 8.0, 0.3, 1.0),
+        Condition("slower", 60.0, 0.3, 1.0),
+    ],
+    ids=lambda cond: cond.name,
+)
+def test_sweep_cells_meet_their_targets_against_a_1s_poller(cond: Condition) -> None:
+    ours, fixed = simulate(cond, seed=3, replicas=20)
+    assert verdict(cond, ours, fixed), (
+        ours.median,
+        ours.p90,
+        ours.per_job,
+        fixed.median,
+        fixed.p90,
+        fixed.per_job,
+    )
 
 
-def test_with_progress_the_schedule_needs_a_fraction_of_the_polls() -> None:
-    fixed_late, fixed_polls = simulate(VTRIX, 200, progress=True, fixed=1.0)
-    late, polls = simulate(VTRIX, 200, progress=True)
-    assert late <= fixed_late * 0.8
-    assert polls <= fixed_polls / 5
+def test_the_virtual_1s_poller_is_a_1s_poller() -> None:
+    jobs = [(0.0, 4.5), (0.3, 10.0)]
+    waits, polls, _ = run_virtual(ULTRA_30S, jobs, fixed=1.0)
+    assert polls == [6, 11]  # at once, then a second after each 10 ms answer
+    assert waits == pytest.approx([0.55, 0.1], abs=1e-6)
 
 
 # --- the emulator's drawn durations ------------------------------------------------------------------
@@ -319,11 +414,11 @@ def test_the_server_polls_adaptively_unless_given_an_interval() -> None:
 
 @pytest.mark.anyio
 async def test_the_runner_plans_polls_from_the_schedule(tmp_path: Path, emulator: Emulator) -> None:
-    # Seconds scaled down: the catalog's 40 s prior is capped by max_interval, the job runs 0.3 s.
-    poll = PollPolicy(adaptive=True, interval=0.05, min_interval=0.01, max_interval=0.1, peak_interval=0.05)
+    # Seconds scaled down: a cold schedule 0.05 s apart; the job runs 0.3 s.
+    poll = PollPolicy(adaptive=True, interval=0.05, min_interval=0.01, max_interval=0.1, cold_interval=0.05)
     settings = make_settings(tmp_path, poll=poll)
     emulator.duration_sampler = lambda job: 0.3
-    slug = WAVESPEED_40S.slug
+    slug = ULTRA_30S.slug
     server = build_server(settings, transport=emulator.transport())
     async with Client(server) as client:
         with anyio.fail_after(10):
@@ -331,7 +426,62 @@ async def test_the_runner_plans_polls_from_the_schedule(tmp_path: Path, emulator
         assert structured(result)["status"] == "completed"
         polls = [call for call in emulator.calls if call.route == "ws.result"]
         gaps = [b.at - a.at for a, b in itertools.pairwise(polls)]
-        assert 2 <= len(polls) <= 12
+        assert 2 <= len(polls) <= 7
         assert all(gap >= 0.05 for gap in gaps)  # planned gaps, not the interval-0 spin of the tests
         (submit,) = [call for call in emulator.calls if call.route == "ws.submit"]
-        assert polls[0].at - submit.at >= 0.09  # the submit's answer was the first status
+        assert polls[0].at - submit.at >= 0.05  # the submit's answer was the first status
+
+
+JOB_SECONDS = 6.0  # what every emulated job takes; the catalog says 30 s
+
+
+async def _generate_together(
+    home: Path, base_url: str, emulator: Emulator, prompts: list[str]
+) -> dict[str, float]:
+    """One server over stdio; ``prompts`` generated at once; when each result reached the client."""
+    params = stdio_server(home, base_url, WAN_MCP_LOG_LEVEL="WARNING")
+    env = {
+        k: v for k, v in (params.env or {}).items() if k != "WAN_MCP_POLL_INTERVAL"
+    }  # the default schedule
+    arrived: dict[str, float] = {}
+    slug = ULTRA_30S.slug
+    async with stdio_session(params.model_copy(update={"env": env})) as (client, _):
+
+        async def one(prompt: str) -> None:
+            arguments = minimal_arguments(slug, prompt=prompt, wait_seconds=40)
+            result = await client.call_tool(f"{slug}_generate_video", arguments)
+            arrived[prompt] = time.monotonic()
+            assert structured(result)["status"] == "completed", structured(result)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for prompt in prompts:
+                    group.start_soon(one, prompt)
+    return arrived
+
+
+@pytest.mark.anyio
+async def test_over_stdio_jobs_far_quicker_than_the_catalog_arrive_promptly_then_cost_few_polls(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    from server.sandbox import serve_emulator
+
+    emulator.duration_sampler = lambda job: JOB_SECONDS
+    emulator.render_scale = 0.05
+    emulator.fps = 2
+    home = tmp_path / "home"
+    async with serve_emulator(emulator) as base_url:
+        # A fresh journal: nothing known of the model, so nothing waits for the catalog's 30 s.
+        cold = [f"cold job {n}, a slow pan" for n in range(MIN_WARM)]
+        arrived = await _generate_together(home, base_url, emulator, cold)
+        jobs = {job.body["prompt"]: job for job in emulator.jobs.values()}
+        late = [arrived[p] - (jobs[p].started + JOB_SECONDS) for p in cold]
+        assert all(0 <= x <= 2.5 for x in late), late  # within about a second (1.1 s polls), loaded box
+        # A new server on the same journal: what five jobs taught survives the restart.
+        warm = [f"warm job {n}, a slow pan" for n in range(3)]
+        await _generate_together(home, base_url, emulator, warm)
+    jobs = {job.body["prompt"]: job for job in emulator.jobs.values()}
+    one_second = math.ceil(JOB_SECONDS) + 1  # a 1 s poller: at once, then every second until done
+    polls = [jobs[p].polls for p in warm]
+    assert all(n < one_second / 2 for n in polls), (polls, one_second)
+    assert all(jobs[p].polls >= 5 for p in cold)  # cold: about every second (the warm gain is real)

@@ -53,7 +53,7 @@ SIGMA_RANGE = (0.05, 1.5)
 MAX_SAMPLES = 64
 # A change of speed: the newest k (SHIFT_MIN..SHIFT_MAX) jobs' mean log time this many standard
 # errors from the older jobs' mean.
-SHIFT_Z = 2.5
+SHIFT_Z = 3.0
 SHIFT_MIN, SHIFT_MAX = 3, 6
 # Cold: polls ``cold_interval`` apart until the job has run this many times the catalog's time
 # (and at least COLD_FLOOR seconds); after that the gap grows in proportion to the time run.
