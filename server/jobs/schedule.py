@@ -61,6 +61,8 @@ COLD_HORIZON = 4.0
 COLD_FLOOR = 300.0
 # The arguments that change how long a job takes.
 TIME_PARAMS = ("duration", "resolution", "size", "num_inference_steps")
+# The key of a whole model's record, every kind together.
+POOLED = "|*"
 # Progress: readings kept per job, the resolution assumed (Vtrix reports two decimals), a reading
 # from which on progress bars often stall (it says "nearly done", not when), and how far a
 # straight-line extrapolation is trusted (its spread as a share of the time it reaches ahead).
@@ -289,7 +291,8 @@ class DurationModel:
     ``n`` jobs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, detect_shifts: bool = True) -> None:
+        self._detect = detect_shifts
         self._logs: deque[tuple[int, float]] = deque(maxlen=MAX_SAMPLES)  # (segment, log seconds)
         self._segment = 0
         self._cached: LogNormal | None = None
@@ -300,7 +303,8 @@ class DurationModel:
             return
         self._logs.append((self._segment, math.log(seconds)))
         self._stale = True
-        self._detect_shift()
+        if self._detect:
+            self._detect_shift()
 
     @property
     def samples(self) -> int:
@@ -414,20 +418,27 @@ class PollPlanner:
                     self._add(kind_of(slug, row.params), slug, seconds)
 
     def _add(self, kind: str, slug: str, seconds: float) -> None:
-        for key in {kind, slug}:
-            self._models.setdefault(key, DurationModel()).add(seconds)
+        self.model(kind).add(seconds)
+        self.model(slug + POOLED).add(seconds)
 
     def model(self, kind: str) -> DurationModel:
-        """What has been learned of one kind (or, by slug, of a whole model)."""
-        slug = kind.split("|", 1)[0]
-        self._load(slug)
-        return self._models.setdefault(kind, DurationModel())
+        """What has been learned of one kind (``kind_of``), or of a whole model's jobs (its slug and
+        ``POOLED``). A whole model's jobs mix kinds, so a run of one kind there is no change of
+        speed: only a kind's own record is watched for one."""
+        found = self._models.get(kind)
+        if found is None:
+            found = self._models[kind] = DurationModel(detect_shifts=not kind.endswith(POOLED))
+            self._load(kind.split("|", 1)[0])
+        return found
 
     def learned(self, job: Job) -> LogNormal | None:
-        """The learned distribution for ``job``: its kind's, else its model's; None while cold."""
-        kind = kind_of(job.model, job.params)
-        own = self.model(kind).distribution()
-        return own if own is not None else self.model(job.model).distribution()
+        """The learned distribution for ``job``, None while cold: its kind's or its model's, whichever
+        is narrower (a young kind is less sure than the whole model, unless its kinds differ)."""
+        own = self.model(kind_of(job.model, job.params)).distribution()
+        pooled = self.model(job.model + POOLED).distribution()
+        if own is None or (pooled is not None and pooled.sigma < own.sigma):
+            return pooled
+        return own
 
     def observe(self, job: Job, spec: ModelSpec | None, now: float) -> None:
         """Record a status just read: a progress reading, or the job's end (its duration is learned)."""
@@ -466,7 +477,6 @@ class PollPlanner:
         cutoff = min(running, default=math.inf)
         waiting.sort()
         slug = kind.split("|", 1)[0]
-        self._load(slug)
         while waiting and (waiting[0][0] <= cutoff or len(waiting) > MAX_SAMPLES):
             self._add(kind, slug, waiting.pop(0)[1])
 
