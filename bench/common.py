@@ -20,7 +20,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 from pydantic import SecretStr
 
-from server.jobs.store import Job, JobStore
+from server.jobs.store import Job, SqliteStore
 from server.sandbox import EmuJob, Emulator
 from server.settings import PollPolicy, Settings
 
@@ -182,11 +182,11 @@ def prompt_of(body: object) -> str | None:
 
 def journal(path: Path) -> list[Job]:
     """Every row of a journal file, read through a connection of its own."""
-    store = JobStore(path)
+    store = SqliteStore(path)
     try:
-        return store.select(limit=1_000_000)
+        return store.select_now(limit=1_000_000)
     finally:
-        store.close()
+        store.close_now()
 
 
 @dataclass

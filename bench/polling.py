@@ -55,7 +55,7 @@ from bench.common import prompt_of
 from server.app import build_server
 from server.catalog import ModelSpec, load_catalog
 from server.jobs.schedule import PollPlanner
-from server.jobs.store import Job, JobStore
+from server.jobs.store import Job, SqliteStore
 from server.sandbox import EmuJob, Emulator
 from server.sandbox.emulator import LogNormalDurations
 from server.settings import DEFAULT_POLL, PollPolicy, Settings
@@ -305,14 +305,14 @@ def _settings(home: Path, policy: PollPolicy) -> Settings:
 
 
 def seed_journal(home: Path, rows: Sequence[Job]) -> None:
-    store = JobStore(home / "jobs.sqlite3")
+    store = SqliteStore(home / "jobs.sqlite3")
     now = time.time()
     try:
         for row in rows:
             shift = now - 1e6 - 7200
             assert row.submitted_at is not None
             assert row.finished_at is not None
-            store.insert(
+            store.insert_now(
                 replace(
                     row,
                     created_at=row.created_at + shift,
@@ -322,7 +322,7 @@ def seed_journal(home: Path, rows: Sequence[Job]) -> None:
                 )
             )
     finally:
-        store.close()
+        store.close_now()
 
 
 async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:

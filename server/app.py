@@ -26,11 +26,31 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> MCPServer[Core]:
+class CoreRef:
+    """The running core, for what lives beside the MCP app (the webhook route)."""
+
+    def __init__(self) -> None:
+        self.core: Core | None = None
+
+    async def wavespeed_webhook(self, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+        """``POST /webhooks/wavespeed``: handed to the core once it is running."""
+        if self.core is None:
+            return 503, "starting"
+        answer = await self.core.receive_webhook("wavespeed", headers, body)
+        return answer.status, answer.reason
+
+
+def build_server(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    core_ref: CoreRef | None = None,
+) -> MCPServer[Core]:
     """An ``MCPServer`` with a tool pair per enabled model, ``get_result``, the job resources, the
     prompts and the video player (an MCP App).
 
-    ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
+    ``transport mounts a fake provider in-process (tests); by default providers are real HTTP.
+    ``core_ref`` is given the core while the server runs.
     """
     from tools import build_tools
     from tools.player import attach_player, player_extension
@@ -43,7 +63,13 @@ def build_server(settings: Settings, *, transport: httpx.AsyncBaseTransport | No
     @asynccontextmanager
     async def lifespan(_: MCPServer[Core]) -> AsyncGenerator[Core]:
         async with open_core(settings, transport=transport) as core:
-            yield core
+            if core_ref is not None:
+                core_ref.core = core
+            try:
+                yield core
+            finally:
+                if core_ref is not None:
+                    core_ref.core = None
 
     tools = attach_player(build_tools(models, settings))
     tasks = VideoTasks(tool.name for tool in tools if tool.name.endswith("_generate_video"))

@@ -135,20 +135,24 @@ def expand_dirs(dirs: Sequence[str]) -> tuple[Path, ...]:
 
 
 def _serve(settings: Settings, transport: str, host: str, port: int) -> int:
-    from server.app import build_server
+    from server.app import CoreRef, build_server
 
-    server = build_server(settings)
+    ref = CoreRef()
+    server = build_server(settings, core_ref=ref)
     if transport == "http":
         from server.http import run_http
 
-        run_http(server, settings.http, host, port)
+        webhook = ref.wavespeed_webhook if settings.webhook_url is not None else None
+        run_http(server, settings.http, host, port, webhook=webhook)
     else:
         server.run()
     return 0
 
 
 def _jobs(status: str | None, model: str | None, since: str | None, limit: int) -> int:
-    from server.jobs.store import JobStore
+    import anyio
+
+    from server.jobs.store import open_store
     from server.ledger import build_ledger, format_ledger, parse_since
 
     try:
@@ -157,15 +161,24 @@ def _jobs(status: str | None, model: str | None, since: str | None, limit: int) 
     except WanMcpError as exc:
         sys.stderr.write(f"wan-video-mcp jobs: {exc}\n")
         return 2
-    if not settings.database_path.exists():
+    if settings.database_url is None and not settings.database_path.exists():
         sys.stdout.write(f"No jobs yet (no journal at {settings.database_path}).\n")  # stdout-ok
         return 0
-    store = JobStore(settings.database_path)
+
+    async def read() -> str:
+        store = await open_store(settings)
+        try:
+            ledger = await build_ledger(
+                store, settings.spend, status=status, model=model, since=after, limit=max(limit, 1)
+            )
+        finally:
+            await store.close()
+        return format_ledger(ledger)
+
     try:
-        ledger = build_ledger(
-            store, settings.spend, status=status, model=model, since=after, limit=max(limit, 1)
-        )
-    finally:
-        store.close()
-    sys.stdout.write(format_ledger(ledger) + "\n")  # stdout-ok
+        text = anyio.run(read)
+    except WanMcpError as exc:
+        sys.stderr.write(f"wan-video-mcp jobs: {exc}\n")
+        return 2
+    sys.stdout.write(text + "\n")  # stdout-ok
     return 0

@@ -7,6 +7,7 @@ in sandbox mode, the provider emulator) and closes them in order.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
-from server.catalog import ModelSpec, load_catalog
+from server.catalog import ModelSpec, ProviderName, load_catalog
 from server.catalog.params import (
     NOTHING_SENT,
     SERVER_ARGUMENTS,
@@ -27,12 +28,13 @@ from server.catalog.params import (
 from server.catalog.pricing import Estimate, catalog_price, round_usd
 from server.errors import ConfirmationRequired, InvalidRequest, ProviderError, WanMcpError
 from server.jobs.runner import JobRunner, ProgressCallback, Submission
-from server.jobs.store import Job, JobStore, new_task_id
+from server.jobs.store import Job, JobStore, new_task_id, open_store
 from server.media import MediaService
 from server.media.archive import sweep_partials
 from server.providers import build_providers
 from server.providers.deferred import DeferredTransport
 from server.providers.http import register_secret
+from server.providers.webhooks import parse_callback, verify
 from server.settings import MAX_WAIT_SECONDS, Settings
 
 log = logging.getLogger("wan_video_mcp")
@@ -70,6 +72,8 @@ class Core:
         self.settings = settings
         self.models = dict(models)
         self.runner = runner
+        # Per provider, the secret its callbacks are signed with (webhooks are on for those).
+        self.webhook_secrets: dict[ProviderName, str] = {}
 
     @property
     def store(self) -> JobStore:
@@ -217,34 +221,70 @@ class Core:
     ) -> Job:
         """A job's journal row, after waiting up to ``wait_seconds`` for it to end."""
         wait = self.parse_wait(wait_seconds)
-        job = self.store.get(job_id)
+        job = await self.store.get(job_id)
         if job.status == "unconfirmed":
             job = await self.runner.reconcile(job)
         if not job.is_live or wait <= 0:
-            self.runner.follow(job)
+            await self.runner.follow(job)
             return job
         return await self.runner.wait(job_id, wait, on_progress)
 
     async def task(self, task_id: str) -> Job | None:
         """The job followed as ``task_id``, moved along as ``get_result`` would (without waiting)."""
-        job = self.store.by_task(task_id)
+        job = await self.store.by_task(task_id)
         if job is None:
             return None
         if job.status == "unconfirmed":
             job = await self.runner.reconcile(job)
-        self.runner.follow(job)
+        await self.runner.follow(job)
         return job
 
-    def ensure_task(self, job: Job) -> Job:
+    async def ensure_task(self, job: Job) -> Job:
         """``job`` with a task handle (an earlier job a repeated request maps to may lack one)."""
         if job.task_id is not None:
             return job
-        marked = self.store.update_if(job.id, {"task_id": None}, task_id=new_task_id())
-        return marked or self.store.get(job.id)
+        marked = await self.store.update_if(job.id, {"task_id": None}, task_id=new_task_id())
+        return marked or await self.store.get(job.id)
 
-    def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str) -> Job:
         """Cancel a job: free before it is sent; once the provider has it, only recorded (billed)."""
-        return self.runner.cancel(job_id)
+        return await self.runner.cancel(job_id)
+
+    async def receive_webhook(
+        self, provider: ProviderName, headers: Mapping[str, str], body: bytes
+    ) -> WebhookAnswer:
+        """A provider's callback: verified, deduplicated, then confirmed by one status read.
+
+        ``headers`` keyed in lower case. A refused delivery changes nothing, and its body is
+        never logged.
+        """
+        secret = self.webhook_secrets.get(provider)
+        if secret is None:
+            return WebhookAnswer(404, "webhooks are not enabled for this provider")
+        verdict = verify(headers, body, secret, time.time())
+        if verdict != "ok":
+            log.warning("refused a %s webhook: %s", provider, verdict.replace("_", " "))
+            return WebhookAnswer(401 if verdict == "bad_signature" else 400, verdict)
+        if not await self.store.first_delivery(f"{provider}:{headers['webhook-id']}", time.time()):
+            log.info("ignored a replayed %s webhook", provider)
+            return WebhookAnswer(409, "replayed")
+        callback = parse_callback(body)
+        if callback is None:
+            return WebhookAnswer(400, "unreadable payload")
+        job = await self.store.by_provider_job(provider, callback.task_id)
+        if job is None:
+            return WebhookAnswer(200, "unknown task; ignored")
+        # Answer at once; the status read (and the download, by the lease holder) follow.
+        self.runner.spawn(self.runner.confirm, provider, callback.task_id)
+        return WebhookAnswer(202, "accepted")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    """The HTTP status and a short reason for a webhook delivery."""
+
+    status: int
+    reason: str
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -298,8 +338,10 @@ async def open_core(
                 headers={"User-Agent": "wan-video-mcp"},
             )
         )
-        store = JobStore(settings.database_path)
-        stack.callback(store.close)
+        store = await open_store(settings)
+        stack.push_async_callback(store.close)
+        runner_ref: list[JobRunner] = []
+        stack.push_async_callback(_release_leases, runner_ref)
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
         runner = JobRunner(
@@ -313,10 +355,41 @@ async def open_core(
         swept = sweep_partials(settings.videos_dir)
         if swept:
             log.info("removed %d unfinished download(s) left by a stopped process", swept)
-        resumed = runner.resume()
+        runner_ref.append(runner)
+        core = Core(settings, models, runner)
+        await _enable_webhooks(core)
+        resumed = await runner.resume()
         if resumed:
             log.info("resumed following %d live job(s)", resumed)
-        yield Core(settings, models, runner)
+        task_group.start_soon(store.watch, runner.external_change, name="journal watch")
+        task_group.start_soon(runner.keep_leases, name="job leases")
+        yield core
+
+
+async def _enable_webhooks(core: Core) -> None:
+    """With a public URL, ask each provider that has webhooks for the secret that signs them."""
+    if core.settings.webhook_url is None:
+        return
+    for name, provider in core.runner.providers.items():
+        try:
+            secret = await provider.webhook_secret()
+        except WanMcpError as exc:
+            log.warning("%s webhooks stay off (polling only): %s", name, exc)
+            continue
+        if secret is not None:
+            core.webhook_secrets[name] = secret
+            core.runner.webhook_providers.add(name)
+            log.info("%s calls back at %s", name, core.settings.webhook_url)
+
+
+async def _release_leases(runner_ref: list[JobRunner]) -> None:
+    # On the way out, hand this process's jobs over at once instead of after their lease runs out.
+    with anyio.move_on_after(3, shield=True):
+        for runner in runner_ref:
+            try:
+                await runner.release_leases()
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                log.warning("could not release job leases: %s", exc)
 
 
 __all__ = ["Core", "EstimateResult", "WanMcpError", "open_core"]

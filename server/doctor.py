@@ -6,7 +6,9 @@ It prints to stdout (it is not the MCP server). A key is only ever shown as set 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -22,6 +24,7 @@ from server import __version__
 from server.catalog import ModelSpec, ProviderName, load_catalog
 from server.errors import AuthError, ConfigError, ProviderError
 from server.install_check import InstallCheck, check_install
+from server.jobs.store.base import SCHEMA_VERSION
 from server.providers import build_providers
 from server.providers.http import safe_url
 from server.settings import Settings
@@ -42,6 +45,8 @@ _ALWAYS_SHOWN = (
     "WAN_MCP_ALLOWED_DIRS",
     "WAN_MCP_MODELS",
     "WAN_MCP_SANDBOX",
+    "WAN_MCP_DATABASE_URL",
+    "WAN_MCP_PUBLIC_URL",
 )
 
 
@@ -61,6 +66,17 @@ class KeyCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseCheck:
+    """The journal: which engine, whether it answers, and how far it is migrated."""
+
+    engine: str
+    where: str
+    reachable: bool
+    schema_version: int | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Diagnosis:
     """Everything ``doctor`` found; ``render`` turns it into text."""
 
@@ -69,6 +85,8 @@ class Diagnosis:
     models: tuple[ModelSpec, ...]
     keys: dict[ProviderName, KeyCheck]
     install: InstallCheck
+    database: DatabaseCheck | None = None
+    webhooks: str = "off (WAN_MCP_PUBLIC_URL unset): jobs are polled"
 
     def usable_models(self) -> list[ModelSpec]:
         return [m for m in self.models if self.keys[m.provider].usable]
@@ -115,13 +133,85 @@ async def diagnose(
                     group.start_soon(check, name)
                 else:
                     keys[name] = _unchecked(effective, name, "no enabled model needs it")
+        webhooks = await _check_webhooks(effective, providers["wavespeed"].webhook_secret, check_keys)
+    database = await check_database(settings)
     return Diagnosis(
         settings=settings,
         environ=dict(environ),
         models=models,
         keys=keys,
         install=install if install is not None else check_install(),
+        database=database,
+        webhooks=webhooks,
     )
+
+
+async def check_database(settings: Settings) -> DatabaseCheck:
+    """Open the journal read-only (nothing is created or migrated) and read its schema version."""
+    if settings.database_url is None:
+        path = settings.database_path
+        if not path.exists():
+            return DatabaseCheck("sqlite", str(path), True, None, f"{_where(path)} on first start")
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            return DatabaseCheck("sqlite", str(path), False, None, f"cannot be read: {exc}")
+        return DatabaseCheck("sqlite", str(path), True, version, _schema_note(version))
+    from server.jobs.store.postgres import safe_dsn
+
+    dsn = settings.database_url.get_secret_value()
+    try:
+        import psycopg
+    except ImportError:
+        return DatabaseCheck(
+            "postgresql",
+            safe_dsn(dsn),
+            False,
+            None,
+            "psycopg is not installed: install wan-video-mcp[postgres]",
+        )
+    try:
+        with anyio.fail_after(CHECK_SECONDS):
+            async with await psycopg.AsyncConnection.connect(
+                dsn, autocommit=True, connect_timeout=10
+            ) as conn:
+                found = await (
+                    await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+                ).fetchone()
+                version = 0
+                if found is not None and found[0]:
+                    row = await (await conn.execute("SELECT max(version) FROM schema_version")).fetchone()
+                    version = int(row[0] or 0) if row is not None else 0
+    except (psycopg.Error, TimeoutError, OSError) as exc:
+        return DatabaseCheck("postgresql", safe_dsn(dsn), False, None, f"unreachable ({type(exc).__name__})")
+    return DatabaseCheck("postgresql", safe_dsn(dsn), True, version, _schema_note(version))
+
+
+def _schema_note(version: int) -> str:
+    if version == SCHEMA_VERSION:
+        return f"schema version {version} (current)"
+    if version < SCHEMA_VERSION:
+        return f"schema version {version}; the server migrates it to {SCHEMA_VERSION} on start"
+    return f"schema version {version}, NEWER than this server's {SCHEMA_VERSION}: upgrade wan-video-mcp"
+
+
+async def _check_webhooks(
+    settings: Settings, secret: Callable[[], Awaitable[str | None]], enabled: bool
+) -> str:
+    if settings.webhook_url is None:
+        return "off (WAN_MCP_PUBLIC_URL unset): jobs are polled"
+    where = f"WaveSpeed calls back at {safe_url(settings.webhook_url)}"
+    if settings.wavespeed_api_key is None:
+        return f"set, but off: WAVESPEED_API_KEY is unset ({where})"
+    if not enabled:
+        return f"on, secret not checked (--no-check): {where}"
+    try:
+        with anyio.fail_after(CHECK_SECONDS):
+            await secret()
+    except (ProviderError, TimeoutError) as exc:
+        return f"set, but off: the webhook secret could not be read ({exc}); jobs are polled"
+    return f"on: {where}; Vtrix is polled"
 
 
 def _effective(settings: Settings) -> AbstractAsyncContextManager[Settings]:
@@ -181,6 +271,10 @@ def _env_line(name: str, environ: Mapping[str, str]) -> str:
         value = "unset (default)"
     elif name.endswith("_BASE_URL"):
         value = safe_url(raw)
+    elif name == "WAN_MCP_DATABASE_URL":
+        from server.jobs.store.postgres import safe_dsn
+
+        value = safe_dsn(raw)
     else:
         value = raw
     return f"  {name:<28} {value}"
@@ -230,10 +324,18 @@ def render(diagnosis: Diagnosis) -> str:
         "Files:",
         f"  home       {settings.home}  ({_where(settings.home)})",
         f"  videos     {settings.videos_dir}  ({_where(settings.videos_dir)})",
-        f"  database   {settings.database_path}  ({_where(settings.database_path)})",
         "  local images may be read from (and the server's own home and videos folders):",
     ]
     lines += [f"    {d}  ({'exists' if d.is_dir() else 'missing'})" for d in settings.allowed_dirs]
+    if (db := diagnosis.database) is not None:
+        state = "reachable" if db.reachable else "NOT reachable"
+        lines += [
+            "",
+            "Journal:",
+            f"  database   {db.engine} at {db.where}",
+            f"             {state}; {db.detail}",
+        ]
+    lines += ["", "Webhooks:", f"  {diagnosis.webhooks}"]
     lines += ["", _verdict(diagnosis)]
     return "\n".join(lines) + "\n"
 

@@ -81,7 +81,7 @@ class Ledger:
     budget: dict[str, Any] | None = None
 
 
-def build_ledger(
+async def build_ledger(
     store: JobStore,
     spend: SpendPolicy,
     *,
@@ -102,7 +102,7 @@ def build_ledger(
     if since is not None:
         clauses.append("created_at >= ?")
         args.append(since)
-    matching = store.select(" AND ".join(clauses) or "1=1", tuple(args), limit=1_000_000)
+    matching = await store.select(" AND ".join(clauses) or "1=1", tuple(args), limit=1_000_000)
     ledger = Ledger(jobs=matching[:limit])
     for job in matching:
         day = datetime.fromtimestamp(job.created_at, UTC).date().isoformat()
@@ -110,7 +110,7 @@ def build_ledger(
         ledger.by_day.setdefault(day, Totals()).add(job)
         ledger.by_model.setdefault(job.model, Totals()).add(job)
     if spend.budget_usd is not None:
-        spent = store.spent_since(time.time() - spend.budget_period_hours * 3600)
+        spent = await store.spent_since(time.time() - spend.budget_period_hours * 3600)
         ledger.budget = {
             "budget_usd": spend.budget_usd,
             "period_hours": spend.budget_period_hours,

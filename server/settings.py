@@ -15,6 +15,7 @@ DEFAULT_VTRIX_BASE_URL = "https://cloud.vtrix.ai"
 # Some MCP clients drop a tool call at 60 s; a generate call returns well before that.
 DEFAULT_WAIT_SECONDS = 40.0
 MAX_WAIT_SECONDS = 600.0
+WEBHOOK_PATH = "/webhooks/wavespeed"
 
 
 def _default_home() -> Path:
@@ -53,6 +54,11 @@ class PollPolicy(BaseModel):
     # How long after a lost submit "the provider has no such job" is taken as final.
     reconcile_grace: float = Field(default=120.0, ge=0)
     heartbeat: float = Field(default=5.0, gt=0)
+    # A live job's poller holds a lease this long, renewed a third of the way; another process
+    # takes the job over once it runs out (so within about 1.3 leases of the holder dying).
+    lease_seconds: float = Field(default=10.0, ge=0.5, le=15.0)
+    # With a provider that calls back (webhooks), polls are only a safety net this far apart.
+    webhook_poll_interval: float = Field(default=60.0, ge=0)
 
 
 # What the server runs with unless told otherwise: adaptive polls, at least every 20 s, and at most
@@ -81,6 +87,8 @@ class HttpPolicy(BaseModel):
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # No per-process sessions: any replica behind a load balancer answers any request.
+    stateless: bool = False
 
 
 class Settings(BaseModel):
@@ -105,6 +113,13 @@ class Settings(BaseModel):
     # How long a generate call answered as an MCP task can be followed as one (its ttlMs); the
     # job's row, and get_result, outlive it.
     task_ttl_days: float = Field(default=30.0, gt=0)
+    database_url: SecretStr | None = None
+    public_url: str | None = None
+
+    @property
+    def webhook_url(self) -> str | None:
+        """Where WaveSpeed calls back (``POST /webhooks/wavespeed`` under the public URL)."""
+        return None if self.public_url is None else f"{self.public_url.rstrip('/')}{WEBHOOK_PATH}"
 
     @property
     def videos_dir(self) -> Path:
@@ -168,6 +183,11 @@ class Settings(BaseModel):
         if (rate := text("WAN_MCP_PROVIDER_RATE")) is not None:
             per_second = _amount(rate, "WAN_MCP_PROVIDER_RATE")
             poll["provider_rate"] = per_second if per_second > 0 else None
+        if (lease := text("WAN_MCP_LEASE_SECONDS")) is not None:
+            seconds = _amount(lease, "WAN_MCP_LEASE_SECONDS")
+            if not 0.5 <= seconds <= 15:
+                raise ConfigError(f"WAN_MCP_LEASE_SECONDS must be from 0.5 to 15 seconds; got {lease!r}.")
+            poll["lease_seconds"] = seconds
         if poll:
             values["poll"] = PollPolicy.model_validate({**DEFAULT_POLL.model_dump(), **poll})
         spend: dict[str, float] = {}
@@ -192,6 +212,24 @@ class Settings(BaseModel):
         ):
             if raw := text(name):
                 http[field] = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if database := text("WAN_MCP_DATABASE_URL"):
+            if not database.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(
+                    "WAN_MCP_DATABASE_URL must be a PostgreSQL URL such as "
+                    "postgresql://user:password@host:5432/dbname; unset it to keep the journal in SQLite."
+                )
+            values["database_url"] = SecretStr(database)
+        if public := text("WAN_MCP_PUBLIC_URL"):
+            if not public.startswith(("http://", "https://")):
+                raise ConfigError(
+                    "WAN_MCP_PUBLIC_URL must be the http(s) URL at which providers reach this server; "
+                    f"got {public!r}."
+                )
+            values["public_url"] = public.rstrip("/")
+        # A shared journal means replicas, and replicas mean stateless HTTP, unless told otherwise.
+        stateless = text("WAN_MCP_HTTP_STATELESS")
+        if _flag(stateless, "WAN_MCP_HTTP_STATELESS") if stateless is not None else "database_url" in values:
+            http["stateless"] = True
         if raw := text("WAN_MCP_HTTP_MAX_BODY_MB"):
             http["max_body_bytes"] = int(_amount(raw, "WAN_MCP_HTTP_MAX_BODY_MB") * 1024 * 1024)
         if http:

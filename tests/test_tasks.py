@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from server.app import build_server
-from server.jobs.store import JobStore
+from server.jobs.store import SqliteStore
 from server.sandbox import Emulator, Fault
 from server.settings import Settings, SpendPolicy
 from tests.conftest import FAST_POLL, make_settings
@@ -121,11 +121,11 @@ async def test_the_task_is_durable_before_the_answer_and_resolves_at_once(
     client, _ = tasks_client
     task = await start_task(client, GENERATE, arguments())
     # Another connection to the journal sees the committed row the moment the task arrives.
-    other = JobStore(settings.database_path)
+    other = SqliteStore(settings.database_path)
     try:
-        row = other.by_task(task.task_id)
+        row = next(iter(other.select_now("task_id = ?", (task.task_id,))), None)
     finally:
-        other.close()
+        other.close_now()
     assert row is not None
     assert row.model == FAST
     state = await get_task(client, task.task_id)
@@ -162,11 +162,11 @@ def _same_line(a: str | None, b: str) -> bool:
 
 
 def _job_id(settings: Settings, task: TaskCreated) -> str:
-    store = JobStore(settings.database_path)
+    store = SqliteStore(settings.database_path)
     try:
-        row = store.by_task(task.task_id)
+        row = next(iter(store.select_now("task_id = ?", (task.task_id,))), None)
     finally:
-        store.close()
+        store.close_now()
     assert row is not None
     return row.id
 

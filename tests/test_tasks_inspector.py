@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from server.app import build_server
-from server.jobs.store import Job, JobStore
+from server.jobs.store import Job, SqliteStore
 from server.sandbox import Emulator
 from server.sandbox.state import RecordedCall
 from server.settings import Settings
@@ -33,11 +33,11 @@ GENERATE = f"{MODEL}_generate_video"
 
 
 def journal(settings: Settings) -> list[Job]:
-    store = JobStore(settings.database_path)
+    store = SqliteStore(settings.database_path)
     try:
-        return store.recent()
+        return store.select_now(limit=20)
     finally:
-        store.close()
+        store.close_now()
 
 
 @asynccontextmanager

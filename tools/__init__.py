@@ -253,7 +253,7 @@ def list_jobs_tool(models: list[ModelSpec]) -> Tool:
         core = core_of(ctx)
         try:
             filters = _list_filters(arguments, slugs)
-            ledger = build_ledger(core.store, core.settings.spend, **filters)
+            ledger = await build_ledger(core.store, core.settings.spend, **filters)
         except WanMcpError as exc:
             raise ToolError(str(exc)) from exc
         return ledger_result(ledger, core)

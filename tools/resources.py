@@ -30,7 +30,7 @@ def register_resources(server: MCPServer) -> None:
     async def job_resource(job_id: str, ctx: AppContext) -> str:  # pyright: ignore[reportUnusedFunction]
         core = core_of(ctx)
         try:
-            job = core.store.get(job_id)
+            job = await core.store.get(job_id)
         except JobNotFound as exc:
             raise ResourceError(str(exc)) from exc
         return json.dumps(job_record(job, core), indent=2)
@@ -45,7 +45,7 @@ def register_resources(server: MCPServer) -> None:
     async def video_resource(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
         core = core_of(ctx)
         try:
-            job = core.store.get(job_id)
+            job = await core.store.get(job_id)
         except JobNotFound as exc:
             raise ResourceError(str(exc)) from exc
         if job.status != "completed" or not job.local_path:
@@ -64,7 +64,7 @@ def register_resources(server: MCPServer) -> None:
     )
     async def jobs_resource(ctx: AppContext, limit: int = 20) -> str:  # pyright: ignore[reportUnusedFunction]
         core = core_of(ctx)
-        jobs = core.store.recent(max(1, min(limit, 200)))
+        jobs = await core.store.recent(max(1, min(limit, 200)))
         return json.dumps([job_record(job, core) for job in jobs], indent=2)
 
 

@@ -112,7 +112,7 @@ class VideoTasks(Extension):
         if submission is None or (submission.duplicate and submission.job.is_final):
             return result
         core: Core = ctx.lifespan_context
-        job = core.ensure_task(submission.job)
+        job = await core.ensure_task(submission.job)
         task = self._task(job, core)
         if submission.duplicate:
             task["statusMessage"] = (
@@ -186,5 +186,5 @@ class VideoTasks(Extension):
 
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskRef) -> dict[str, Any]:
         job, core = await self._job(ctx, params)
-        core.cancel(job.id)
+        await core.cancel(job.id)
         return {"resultType": "complete"}

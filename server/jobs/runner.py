@@ -3,13 +3,24 @@
 One poller per live job runs in the server's task group, so a job keeps being followed (and its
 video archived) after the call that started it has returned. Calls that wait on a job sleep on a
 per-job event and send progress as the journal row changes, plus a heartbeat while nothing does.
+
+Several processes may share one journal. A poller holds the job's lease (renewed by
+``keep_leases``), so exactly one process polls and downloads each job; when a holder stops
+renewing, another process takes the job over. Changes made in other processes arrive through the
+store's ``watch`` as ``external_change`` and wake this process's waiting calls. A provider's
+webhook (``confirm``) is a wake-up: one status read confirms it, and polling becomes a slow
+safety net for jobs that will be called back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -112,12 +123,33 @@ class JobRunner:
         self._events: dict[str, anyio.Event] = {}
         self._polling: set[str] = set()
         self._next_poll: dict[str, float] = {}
+        self._naps: dict[str, anyio.CancelScope] = {}
+        self._submitting: set[str] = set()
+        self._history: dict[str, list[Job]] = {}
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        # Providers that call back when a job ends (set once their webhook secret is known).
+        self.webhook_providers: set[ProviderName] = set()
         self._planner = PollPlanner(settings.poll, history=self._past_durations)
         self._limits = ProviderLimits(settings.poll.provider_rate, settings.poll.provider_burst)
 
     @property
     def store(self) -> JobStore:
         return self._store
+
+    @property
+    def providers(self) -> Mapping[ProviderName, Provider]:
+        return self._providers
+
+    def spawn(self, func: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Run ``func(*args)`` in the server's task group; a failure is logged, never fatal."""
+
+        async def guarded() -> None:
+            try:
+                await func(*args)
+            except Exception:
+                log.exception("background task %s failed", getattr(func, "__name__", func))
+
+        self._tg.start_soon(guarded)
 
     def provider_for(self, spec: ModelSpec) -> Provider:
         return self._providers[spec.provider]
@@ -134,27 +166,42 @@ class JobRunner:
         event = self._events.pop(job_id, None)
         if event is not None:
             event.set()
+        nap = self._naps.get(job_id)
+        if nap is not None:
+            nap.cancel()
 
-    def _update(self, job_id: str, **changes: Any) -> Job:
-        job = self._store.update(job_id, **changes)
+    def external_change(self, job_id: str | None) -> None:
+        """Another process changed this job's row (None: maybe any row): wake whoever waits here."""
+        for changed in [job_id] if job_id is not None else [*self._events, *self._naps]:
+            self._changed(changed)
+
+    async def _update(self, job_id: str, **changes: Any) -> Job:
+        job = await self._store.update(job_id, **changes)
         self._changed(job_id)
         return job
 
     # --- start and resume ---------------------------------------------------------------
 
-    def resume(self) -> int:
-        """After a restart: settle interrupted submits and follow every live job again."""
-        for job in self._store.interrupted_submits():
-            self._update(
+    async def resume(self) -> int:
+        """After a restart: settle interrupted submits and follow every live job nobody holds."""
+        await self._load_history()
+        await self.settle_interrupted()
+        return await self.take_free_jobs()
+
+    async def settle_interrupted(self) -> None:
+        """Mark submits whose process stopped mid-request (their lease ran out) unconfirmed."""
+        for job in await self._store.interrupted_submits(time.time()):
+            await self._update(
                 job.id,
                 status="unconfirmed",
                 submit_state="unknown",
                 error="The server stopped while this job was being submitted; it was not resubmitted.",
             )
         # The provider's body (uploaded or inlined images) was never journaled, so a job that was
-        # waiting to be sent is settled, never sent later by surprise.
-        for job in self._store.held():
-            self._update(
+        # waiting to be sent (and whose process stopped renewing its lease) is settled, never sent
+        # later by surprise.
+        for job in await self._store.held(time.time()):
+            await self._update(
                 job.id,
                 status="failed",
                 submit_state="refused",
@@ -162,24 +209,55 @@ class JobRunner:
                 error="The server stopped before sending this job, so nothing was sent and nothing "
                 "was charged. Submit it again if you still want it.",
             )
-        live = [job for job in self._store.live() if job.sandbox == self._settings.sandbox]
-        for job in live:
-            self.follow(job)
-        return len(live)
 
-    def follow(self, job: Job, *, submitted: bool = False) -> None:
-        """Make sure a live job has a poller in this process.
+    async def take_free_jobs(self) -> int:
+        """Take over live jobs whose lease nobody holds (or ran out), and poll them here."""
+        free = await self._store.claim_free(
+            self.owner, self._settings.poll.lease_seconds, sandbox=self._settings.sandbox
+        )
+        for job in free:
+            if job.id not in self._polling:
+                log.info("following %s (its lease was free)", job.id)
+                self._start_poller(job.id, submitted=False)
+        return len(free)
+
+    async def keep_leases(self) -> None:
+        """Run until cancelled: renew this process's leases, take over jobs nobody renews."""
+        lease = self._settings.poll.lease_seconds
+        while True:
+            await anyio.sleep(lease / 3)
+            try:
+                await self._store.renew(self.owner, lease, self._polling | self._submitting)
+                await self.settle_interrupted()
+                await self.take_free_jobs()
+            except Exception as exc:  # noqa: BLE001 - a journal hiccup must not stop the server
+                log.warning("could not renew job leases: %s", exc)
+
+    async def release_leases(self) -> None:
+        """Give up every lease this process holds (on shutdown), so another takes over at once."""
+        await self._store.release(self.owner)
+
+    async def follow(self, job: Job, *, submitted: bool = False) -> None:
+        """Make sure a live job has a poller: here, when this process gets its lease.
 
         A sandbox server never polls a real job (and a real one never a sandbox job): the other
         side's provider does not know it, and would have it marked failed. ``submitted``: the job
         was just submitted, so the submit's answer was its first status.
         """
-        if job.sandbox != self._settings.sandbox:
+        if job.sandbox != self._settings.sandbox or not job.is_live or job.id in self._polling:
             return
-        if job.is_live and job.id not in self._polling:
-            self._polling.add(job.id)
-            self._next_poll[job.id] = time.time()  # a new poller asks at once, or plans its first wait
-            self._tg.start_soon(self._poll_loop, job.id, submitted, name=f"poll {job.id}")
+        self._polling.add(job.id)
+        try:
+            claimed = await self._store.claim(job.id, self.owner, self._settings.poll.lease_seconds)
+        finally:
+            self._polling.discard(job.id)
+        if claimed:
+            self._start_poller(job.id, submitted=submitted)
+
+    def _start_poller(self, job_id: str, *, submitted: bool) -> None:
+        self._polling.add(job_id)
+        self._next_poll[job_id] = time.time()  # a new poller asks at once, or plans its first wait
+        self._tg.start_soon(self._poll_loop, job_id, submitted, name=f"poll {job_id}")
 
     # --- submit -------------------------------------------------------------------------
 
@@ -236,8 +314,13 @@ class JobRunner:
             sandbox=self._settings.sandbox,
             notes=tuple(prepared.notes),
             task_id=new_task_id() if as_task else None,
+            webhook=spec.provider in self.webhook_providers,
+            # The submit holds the row's lease: a pending or held row whose lease runs out was
+            # interrupted.
+            lease_owner=self.owner,
+            lease_until=now + self._settings.poll.lease_seconds,
         )
-        job = self._store.insert_checked(
+        job = await self._store.insert_checked(
             candidate,
             budget_usd=spend.budget_usd,
             budget_since=now - spend.budget_period_hours * 3600,
@@ -245,23 +328,33 @@ class JobRunner:
         )
         if job.id != candidate.id:
             log.info("request for %s repeats %s; not submitted again", spec.slug, job.id)
-            self.follow(job)
+            await self.follow(job)
             return Submission(job, duplicate=True)
+        self._submitting.add(job.id)
         if as_task:
             self._tg.start_soon(self._send_held, job.id, spec, body, name=f"send {job.id}")
             return Submission(job, duplicate=False)
-        with anyio.CancelScope(shield=True):
-            job = await self._submit_once(job, provider, spec, body)
+        try:
+            with anyio.CancelScope(shield=True):
+                job = await self._submit_once(job, provider, spec, body)
+        finally:
+            self._submitting.discard(job.id)
         if job.provider_job_id is not None:
             log.info("submitted %s as %s/%s", job.id, spec.provider, job.provider_job_id)
-            self.follow(job, submitted=True)
+            await self.follow(job, submitted=True)
         return Submission(job, duplicate=False)
 
     async def _send_held(self, job_id: str, spec: ModelSpec, body: dict[str, Any]) -> None:
         """Send a held job once it has a place under the provider's rate limit, unless cancelled."""
+        try:
+            await self._send_held_once(job_id, spec, body)
+        finally:
+            self._submitting.discard(job_id)
+
+    async def _send_held_once(self, job_id: str, spec: ModelSpec, body: dict[str, Any]) -> None:
         await self._limits.acquire(spec.provider)
         # The claim and a cancel are each one transaction: exactly one of them wins.
-        claimed = self._store.update_if(job_id, {"submit_state": "held"}, submit_state="pending")
+        claimed = await self._store.update_if(job_id, {"submit_state": "held"}, submit_state="pending")
         if claimed is None:
             return
         self._changed(job_id)
@@ -277,19 +370,19 @@ class JobRunner:
                 return
             if sent.provider_job_id is not None:
                 log.info("submitted %s as %s/%s", job_id, spec.provider, sent.provider_job_id)
-                self.follow(sent, submitted=True)
+                await self.follow(sent, submitted=True)
 
-    def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str) -> Job:
         """Stop a job that has not been sent (nothing is charged); otherwise record the request.
 
         A provider that has the job cannot be told to stop (WaveSpeed has no cancel), so such a job
         runs to its end, is billed, and its row says the cancel came too late.
         """
-        job = self._store.get(job_id)
+        job = await self._store.get(job_id)
         if job.is_final:
             return job
         now = time.time()
-        stopped = self._store.update_if(
+        stopped = await self._store.update_if(
             job_id,
             {"submit_state": "held"},
             status="cancelled",
@@ -299,9 +392,11 @@ class JobRunner:
             error=CANCELLED_UNSENT,
         )
         if stopped is None:
-            stopped = self._store.update_if(job_id, {"cancel_requested_at": None}, cancel_requested_at=now)
+            stopped = await self._store.update_if(
+                job_id, {"cancel_requested_at": None}, cancel_requested_at=now
+            )
         self._changed(job_id)
-        return stopped or self._store.get(job_id)
+        return stopped or await self._store.get(job_id)
 
     def next_poll_delay(self, job: Job) -> float:
         """Seconds until the runner next asks the provider about ``job`` (a hint for clients)."""
@@ -309,22 +404,22 @@ class JobRunner:
 
     async def _submit_once(self, job: Job, provider: Provider, spec: ModelSpec, body: dict[str, Any]) -> Job:
         try:
-            submitted = await provider.submit(spec, body)
+            submitted = await provider.submit(spec, body, webhook=job.webhook)
         except MaybeSent as exc:
             log.warning("submit of %s unconfirmed: %s", job.id, exc)
-            return self._update(
+            return await self._update(
                 job.id,
                 status="unconfirmed",
                 submit_state="unknown",
                 error=f"{exc} The job may exist at the provider; it was not resubmitted.",
             )
         except ProviderError as exc:
-            self._update(
+            await self._update(
                 job.id, status="failed", submit_state="refused", error=str(exc), finished_at=time.time()
             )
             raise
         except BaseException as exc:
-            self._update(
+            await self._update(
                 job.id,
                 status="unconfirmed",
                 submit_state="unknown",
@@ -332,7 +427,7 @@ class JobRunner:
             )
             raise
         now = time.time()
-        return self._update(
+        return await self._update(
             job.id,
             provider_job_id=submitted.provider_job_id,
             submit_state="accepted",
@@ -357,18 +452,18 @@ class JobRunner:
                 spec, job.created_at - RECONCILE_BEFORE, job.created_at + RECONCILE_AFTER
             )
         except (ProviderError, ConfigError) as exc:
-            return self._update(job.id, last_error=f"Could not look the job up at the provider: {exc}")
+            return await self._update(job.id, last_error=f"Could not look the job up at the provider: {exc}")
         if found is None:
             return job
         known = {
             j.provider_job_id
-            for j in self._store.select(
+            for j in await self._store.select(
                 "model = ? AND provider_job_id IS NOT NULL", (job.model,), limit=10_000
             )
         }
         candidates = [i for i in found if i not in known]
         span = RECONCILE_BEFORE + RECONCILE_AFTER
-        rivals = self._store.select(
+        rivals = await self._store.select(
             # A submit still in flight is a rival too: its provider job may not be journaled yet.
             "model = ? AND submit_state IN ('pending', 'unknown') AND provider_job_id IS NULL AND id != ? "
             "AND created_at BETWEEN ? AND ?",
@@ -376,14 +471,14 @@ class JobRunner:
         )
         if candidates and rivals:
             # Another lost submission of this model could own what the provider has: never guess.
-            return self._update(
+            return await self._update(
                 job.id,
                 last_error=f"{len(rivals) + 1} submissions of this model were lost close together and "
                 f"the provider has {len(candidates)} job(s) from then ({', '.join(candidates[:5])}); "
                 "they are left unconfirmed rather than guess which is which. Check the provider's dashboard.",
             )
         if len(candidates) == 1:
-            job = self._update(
+            job = await self._update(
                 job.id,
                 provider_job_id=candidates[0],
                 submit_state="accepted",
@@ -393,10 +488,10 @@ class JobRunner:
                 notes=(*job.notes, "The lost submission was found in the provider's history and adopted."),
             )
             log.info("reconciled %s with provider job %s", job.id, candidates[0])
-            self.follow(job)
+            await self.follow(job)
             return job
         if not candidates and time.time() - job.created_at >= self._settings.poll.reconcile_grace:
-            return self._update(
+            return await self._update(
                 job.id,
                 status="failed",
                 submit_state="refused",
@@ -405,7 +500,7 @@ class JobRunner:
                 "was charged. Submit it again if you still want it.",
             )
         if len(candidates) > 1:
-            return self._update(
+            return await self._update(
                 job.id,
                 last_error=f"{len(candidates)} jobs of this model at the provider could be this one "
                 f"({', '.join(candidates[:5])}); it was left unconfirmed rather than guess.",
@@ -440,17 +535,20 @@ class JobRunner:
         paced = False  # True: the wait just ended also took a place under the provider's rate limit
         try:
             while True:
-                job = self._store.get(job_id)
+                job = await self._store.get(job_id)
                 if job.is_final or job.provider_job_id is None:
+                    return
+                if job.lease_owner != self.owner:
+                    log.info("%s is followed by another process now", job_id)
                     return
                 if job.video_url is not None:
                     await self._finish(job)
                     return
                 spec = self._models.get(job.model)
                 provider = self._providers[job.provider]  # type: ignore[index]
-                if submitted and self._planned:  # a fresh job's first poll waits for the plan too
+                if submitted and (self._planned or job.webhook):  # a fresh job's first poll waits too
                     submitted, paced = False, True
-                    await self._limits.acquire(job.provider, self._plan_next_poll(job, spec))
+                    await self._nap(job, self._plan_next_poll(job, spec))
                     continue
                 if not paced:
                     await self._limits.acquire(job.provider)
@@ -459,7 +557,7 @@ class JobRunner:
                     status = await provider.poll(job.provider_job_id)
                 except (Unavailable, RateLimited) as exc:
                     failures += 1
-                    self._update(job_id, last_error=str(exc))
+                    await self._update(job_id, last_error=str(exc))
                     retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
                     if retry_after is not None:  # the account is limited: every job waits
                         self._limits.hold(job.provider, min(retry_after, self._settings.poll.retry_cap))
@@ -467,37 +565,55 @@ class JobRunner:
                     continue
                 except Rejected as exc:
                     if exc.status == 404:
-                        self._update(
+                        await self._update(
                             job_id,
                             status="failed",
                             error="The provider no longer knows this job (WaveSpeed keeps jobs for 7 days).",
                             finished_at=time.time(),
                         )
                         return
-                    self._update(job_id, last_error=str(exc))
+                    await self._update(job_id, last_error=str(exc))
                     return
                 except (AuthError, ConfigError) as exc:
                     # Polling cannot go on without a working key; get_result starts it again.
-                    self._update(job_id, last_error=str(exc))
+                    await self._update(job_id, last_error=str(exc))
                     return
                 failures = 0
-                job = self._update(job_id, **self._status_changes(job, status, time.time()))
+                job = await self._update(job_id, **self._status_changes(job, status, time.time()))
                 self._planner.observe(job, spec, time.time())
                 if job.is_final:
                     return
                 if job.video_url is None:
                     # One wait for both the planned time and a place under the provider's limit.
-                    await self._limits.acquire(job.provider, self._plan_next_poll(job, spec))
+                    await self._nap(job, self._plan_next_poll(job, spec))
                     paced = True
         except Exception:
             log.exception("poller for %s crashed", job_id)
-            self._update(
-                job_id, last_error="internal error while following this job; call get_result to retry"
-            )
+            with contextlib.suppress(Exception):
+                await self._update(
+                    job_id, last_error="internal error while following this job; call get_result to retry"
+                )
         finally:
             self._polling.discard(job_id)
             self._next_poll.pop(job_id, None)
             self._planner.forget(job_id)
+
+    async def _nap(self, job: Job, delay: float) -> None:
+        """Wait ``delay`` and for a place under the provider's limit, or less if the job's row
+        gains a video or ends in another process (a webhook) or its lease is lost."""
+        until = anyio.current_time() + delay
+        while True:
+            with anyio.CancelScope() as scope:
+                self._naps[job.id] = scope
+                try:
+                    await self._limits.acquire(job.provider, max(until - anyio.current_time(), 0.0))
+                finally:
+                    self._naps.pop(job.id, None)
+            if not scope.cancelled_caught:
+                return
+            fresh = await self._store.get(job.id)
+            if fresh.video_url is not None or not fresh.is_live or fresh.lease_owner != self.owner:
+                return
 
     @property
     def _planned(self) -> bool:
@@ -507,6 +623,8 @@ class JobRunner:
         return policy.adaptive and policy.interval > 0 and not self._settings.sandbox
 
     def _next_poll_delay(self, job: Job, spec: ModelSpec | None) -> float:
+        if job.webhook and job.provider in self.webhook_providers:
+            return self._settings.poll.webhook_poll_interval
         if not self._planned:
             return self._settings.poll.interval
         return self._planner.next_delay(job, spec, time.time())
@@ -524,8 +642,15 @@ class JobRunner:
 
     def _past_durations(self, model: str) -> list[Job]:
         """This model's last completed jobs, oldest first: what the planner learned before a restart."""
-        rows = self._store.select("model = ? AND status = 'completed'", (model,), limit=4 * MAX_SAMPLES)
-        return list(reversed(rows))
+        return self._history.get(model, [])
+
+    async def _load_history(self) -> None:
+        # The planner asks synchronously, once per model: read the journal for it up front.
+        for model in self._models:
+            rows = await self._store.select(
+                "model = ? AND status = 'completed'", (model,), limit=4 * MAX_SAMPLES
+            )
+            self._history[model] = list(reversed(rows))
 
     async def _finish(self, job: Job) -> None:
         assert job.video_url is not None
@@ -541,9 +666,40 @@ class JobRunner:
         else:
             if archived is not None:
                 changes.update(local_path=str(archived.video_path), poster_path=archived.poster_path)
-        self._update(job.id, **changes)
+        await self._update(job.id, **changes)
+
+    # --- webhooks -----------------------------------------------------------------------
+
+    async def confirm(self, provider: ProviderName, provider_job_id: str) -> Job | None:
+        """A provider called back about a job: read its status once and record it.
+
+        The callback only wakes this up; the status comes from the provider's own answer to us,
+        never from the callback's body. Whichever process holds the job's lease is woken by the
+        row change and downloads the video.
+        """
+        job = await self._store.by_provider_job(provider, provider_job_id)
+        if (
+            job is None
+            or not job.is_live
+            or job.video_url is not None
+            or job.sandbox != self._settings.sandbox
+        ):
+            return job
+        try:
+            status = await self._providers[provider].poll(provider_job_id)
+        except (ProviderError, ConfigError) as exc:
+            log.warning("could not confirm a callback for %s: %s", job.id, exc)
+            return job
+        job = await self._update(job.id, **self._status_changes(job, status, time.time()))
+        if job.is_live and job.lease_owner is None:
+            await self.follow(job)
+        return job
 
     # --- waiting ------------------------------------------------------------------------
+
+    def _held_elsewhere(self, job: Job) -> bool:
+        # A hint only (clocks differ a little); claim decides.
+        return job.lease_owner not in (None, self.owner) and (job.lease_until or 0.0) > time.time()
 
     async def wait(
         self, job_id: str, wait_seconds: float, on_progress: ProgressCallback | None = None
@@ -555,11 +711,11 @@ class JobRunner:
         last_message = ""
         while True:
             event = self._event(job_id)
-            job = self._store.get(job_id)
+            job = await self._store.get(job_id)
             if job.sandbox != self._settings.sandbox:
                 return job
-            if job.is_live and job.id not in self._polling:
-                self.follow(job)
+            if job.is_live and job.id not in self._polling and not self._held_elsewhere(job):
+                await self.follow(job)
             if on_progress is not None:
                 fraction, message = describe_progress(job, self._models.get(job.model), time.time())
                 fraction = max(fraction, last_fraction)

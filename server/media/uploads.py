@@ -79,14 +79,14 @@ class WaveSpeedUploads:
         digest = hashlib.sha256(data).hexdigest()
         since = time.time() - REUSE_SECONDS
         if self._store is not None:
-            known = self._store.find_upload(digest, self._base, since)
+            known = await self._store.find_upload(digest, self._base, since)
             if known is not None:
                 log.info("image %s… already uploaded; reusing it", digest[:12])
                 return known
         filename = f"{digest[:16]}.{extension}"
         url = await self._upload(data, content_type, filename)
         if self._store is not None:
-            self._store.remember_upload(digest, self._base, url, time.time())
+            await self._store.remember_upload(digest, self._base, url, time.time())
         return url
 
     async def _upload(self, data: bytes, content_type: str, filename: str) -> str:

@@ -49,8 +49,12 @@ class Provider(Protocol):
         """Raise ConfigError naming the variable when this provider has no key."""
         ...
 
-    async def submit(self, spec: ModelSpec, body: dict[str, Any]) -> Submitted:
-        """Create a job. Never retried once the request may have reached the provider."""
+    async def submit(self, spec: ModelSpec, body: dict[str, Any], *, webhook: bool = False) -> Submitted:
+        """Create a job. Never retried once the request may have reached the provider.
+
+        ``webhook``: ask the provider to call back when it ends (only where ``webhook_secret``
+        gave a secret).
+        """
         ...
 
     async def poll(self, provider_job_id: str) -> ProviderStatus:
@@ -67,6 +71,10 @@ class Provider(Protocol):
 
     async def check_key(self) -> str:
         """One cheap authenticated call; returns a short description (e.g. the balance)."""
+        ...
+
+    async def webhook_secret(self) -> str | None:
+        """The secret that signs this provider's callbacks (``None``: it has no webhooks)."""
         ...
 
 

@@ -151,7 +151,7 @@ class VtrixProvider:
         assert self._settings.vtrix_api_key is not None
         return {"Authorization": f"Bearer {self._settings.vtrix_api_key.get_secret_value()}"}
 
-    async def submit(self, spec: ModelSpec, body: dict[str, Any]) -> Submitted:
+    async def submit(self, spec: ModelSpec, body: dict[str, Any], *, webhook: bool = False) -> Submitted:
         if BODY_STYLE == "cli":
             params = {k: v for k, v in body.items() if k != "model"}
             body = {"model": body.get("model", spec.model_id), "input": [{"params": params}]}
@@ -194,3 +194,7 @@ class VtrixProvider:
         with contextlib.suppress(Rejected):
             await self.poll("wan-video-mcp-key-check")
         return "key accepted"
+
+    async def webhook_secret(self) -> str | None:
+        # Vtrix documents no callbacks: its jobs are polled.
+        return None

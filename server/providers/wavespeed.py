@@ -16,6 +16,7 @@ from server.providers.http import (
     MaybeSent,
     as_dict,
     as_list,
+    register_secret,
     scrub,
     send_idempotent,
     send_submit,
@@ -128,10 +129,14 @@ class WaveSpeedProvider:
         _check_envelope(payload, what)
         return payload
 
-    async def submit(self, spec: ModelSpec, body: dict[str, Any]) -> Submitted:
+    async def submit(self, spec: ModelSpec, body: dict[str, Any], *, webhook: bool = False) -> Submitted:
+        url = f"{self._base}/api/v3/{spec.model_id}"
+        if webhook and self._settings.webhook_url is not None:
+            # Documented as a query parameter (providers.md section 1.6), not a body field.
+            url = str(httpx.URL(url, params={"webhook": self._settings.webhook_url}))
         payload = await send_submit(
             self._client,
-            f"{self._base}/api/v3/{spec.model_id}",
+            url,
             provider=self.name,
             policy=self._settings.poll,
             headers=self._headers(),
@@ -200,6 +205,15 @@ class WaveSpeedProvider:
         payload = await self._call("GET", "/api/v3/balance", "report the balance", attempts=2)
         balance = (as_dict(payload.get("data", payload)) or {}).get("balance")
         return f"key accepted; balance ${balance:.2f}" if isinstance(balance, int | float) else "key accepted"
+
+    async def webhook_secret(self) -> str | None:
+        payload = await self._call("GET", "/api/v3/webhook/secret", "give the webhook secret", attempts=2)
+        data = as_dict(payload.get("data", payload)) or {}
+        secret = data.get("secret")
+        if not isinstance(secret, str) or not secret.strip():
+            raise Unavailable("WaveSpeed's webhook secret answer had no secret.", provider=self.name)
+        register_secret(secret.strip())
+        return secret.strip()
 
 
 def _iso(timestamp: float) -> str:
