@@ -3,7 +3,8 @@ provider emulator mounted in-process, and the MCP server wired to it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,32 @@ async def loopback_emulator(emulator: Emulator) -> AsyncIterator[str]:
 
     async with serve_emulator(emulator) as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL cluster for the session (``WAN_MCP_TEST_DATABASE_URL`` to use another)."""
+    from bench.postgres import INSTALL_HINT, postgres_bin, temporary_postgres
+
+    override = os.environ.get("WAN_MCP_TEST_DATABASE_URL", "").strip()
+    if override:
+        yield override
+        return
+    if postgres_bin() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
+    with temporary_postgres() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """An empty database of its own for one test."""
+    from bench.postgres import drop_database, fresh_database
+
+    dsn = fresh_database(postgres_server)
+    try:
+        yield dsn
+    finally:
+        drop_database(postgres_server, dsn)

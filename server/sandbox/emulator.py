@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import random
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 import httpx
+from anyio.abc import TaskGroup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -64,6 +67,11 @@ class Emulator:
       request (a seeded random one makes faults arrive at a rate instead of in a queue).
     - ``watchers`` (``[]``): callables given each ``RecordedCall`` as it arrives, before any
       fault applies (a test waits on them to act at a precise moment).
+    - ``send_webhooks`` (True): a WaveSpeed job submitted with ``?webhook=<url>`` is POSTed there,
+      signed with ``webhook_secret``, when it ends (by its own clock while served by
+      ``serve_emulator``, else on the poll or ``release`` that ends it). ``deliver_webhook``
+      sends one by hand, tampered with if asked; ``webhook_deliveries`` records (job id, HTTP
+      status) of each.
     """
 
     def __init__(self, wavespeed_key: str | None = None, vtrix_key: str | None = None) -> None:
@@ -86,6 +94,10 @@ class Emulator:
         self.chaos: Callable[[str], Fault | None] | None = None
         self.watchers: list[Callable[[RecordedCall], None]] = []
         self.applied_faults: list[tuple[str, Fault]] = []
+        self.send_webhooks = True
+        self.webhook_secret = "whsec_" + uuid.uuid4().hex
+        self.webhook_deliveries: list[tuple[str, int]] = []
+        self.tasks: TaskGroup | None = None
         self._faults: list[_Pending] = []
         self._failures: deque[str] = deque()
         self.app = Starlette(
@@ -118,10 +130,12 @@ class Emulator:
         self._failures.append(reason)
 
     def release(self, job_id: str | None = None) -> None:
-        """Let held jobs (all, or just ``job_id``) finish on their next poll."""
+        """Let held jobs (all, or just ``job_id``) finish on their next poll (or now, if called back)."""
         for job in self.jobs.values():
             if job_id is None or job.id == job_id:
                 job.released = True
+                if job.webhook is not None and not job.terminal and self.tasks is not None:
+                    self._end(job)
 
     def record_call(self, route: str, request: Request, body: bytes) -> None:
         """Append the request to ``calls`` (the routes call this first)."""
@@ -165,16 +179,101 @@ class Emulator:
         self._faults.clear()
 
     def create_job(
-        self, provider: Provider, model: str, body: dict[str, object], video: VideoSpec, cost: float
+        self,
+        provider: Provider,
+        model: str,
+        body: dict[str, object],
+        video: VideoSpec,
+        cost: float,
+        *,
+        webhook: str | None = None,
+        base: str = "",
     ) -> EmuJob:
-        """Store a newly accepted job."""
-        job = EmuJob(id=uuid.uuid4().hex, provider=provider, model=model, body=body, video=video, cost=cost)
+        """Store a newly accepted job (``webhook``: where to call back when it ends)."""
+        job = EmuJob(
+            id=uuid.uuid4().hex,
+            provider=provider,
+            model=model,
+            body=body,
+            video=video,
+            cost=cost,
+            webhook=webhook,
+            base=base,
+        )
         if self._failures:
             job.failure = self._failures.popleft()
         if self.duration_sampler is not None:
             job.duration = max(0.0, float(self.duration_sampler(job)))
         self.jobs[job.id] = job
+        seconds = job.duration if job.duration is not None else self.job_seconds
+        if webhook is not None and self.tasks is not None and seconds is not None:
+            self.tasks.start_soon(self._end_later, job, seconds)
         return job
+
+    async def _end_later(self, job: EmuJob, seconds: float) -> None:
+        await anyio.sleep(max(0.0, job.started + seconds - time.monotonic()))
+        if not job.terminal and self._ready(job):
+            self._end(job)
+
+    def _end(self, job: EmuJob) -> None:
+        job.finished = time.monotonic() if job.duration is None else job.started + job.duration
+        if job.failure is not None:
+            job.state, job.error = "failed", job.failure
+        else:
+            job.state = "completed"
+        if job.webhook is not None and self.send_webhooks and self.tasks is not None:
+            self.tasks.start_soon(self._deliver_quietly, job)
+
+    async def _deliver_quietly(self, job: EmuJob) -> None:
+        try:
+            await self.deliver_webhook(job)
+        except httpx.HTTPError:
+            self.webhook_deliveries.append((job.id, 0))
+
+    def signed_webhook(
+        self, job: EmuJob, *, delivery_id: str | None = None, timestamp: int | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """The headers and body WaveSpeed would send about ``job`` now."""
+        from .wavespeed import prediction
+
+        body = json.dumps(prediction(job, job.base)).encode()
+        delivery = delivery_id or f"msg_{uuid.uuid4().hex}"
+        stamp = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery,
+            "webhook-timestamp": str(stamp),
+            # WaveSpeed's documented scheme, written out here rather than borrowed from the client.
+            "webhook-signature": "v3,"
+            + hmac.new(
+                self.webhook_secret.removeprefix("whsec_").encode(),
+                f"{delivery}.{stamp}.".encode() + body,
+                hashlib.sha256,
+            ).hexdigest(),
+        }
+        return headers, body
+
+    async def deliver_webhook(
+        self,
+        job: EmuJob,
+        *,
+        url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> httpx.Response:
+        """POST a signed callback about ``job`` (or the given headers and body) to its webhook URL."""
+        signed_headers, signed_body = self.signed_webhook(job)
+        target = url or job.webhook
+        if target is None:
+            raise ValueError("this job was submitted without a webhook URL")
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(
+                target,
+                headers=dict(headers) if headers is not None else signed_headers,
+                content=signed_body if body is None else body,
+            )
+        self.webhook_deliveries.append((job.id, response.status_code))
+        return response
 
     def poll(self, job: EmuJob) -> None:
         """Count one status poll and move the job along."""
@@ -183,11 +282,7 @@ class Emulator:
             return
         if self._ready(job):
             # A job with a drawn duration ended at its start plus that duration, whenever it is polled.
-            job.finished = time.monotonic() if job.duration is None else job.started + job.duration
-            if job.failure is not None:
-                job.state, job.error = "failed", job.failure
-            else:
-                job.state = "completed"
+            self._end(job)
         elif job.polls == 1 and self._by_polls(job) and self.polls_to_complete >= 2:
             job.state = "queued"
         else:

@@ -72,6 +72,7 @@ async def serve_emulator(
 
         async with anyio.create_task_group() as group:
             group.start_soon(run)
+            emu.tasks = group
             try:
                 yield (
                     f"http://[{host}]:{bound_port}"
@@ -80,6 +81,7 @@ async def serve_emulator(
                 )
             finally:
                 server.should_exit = True
+                emu.tasks = None
                 with anyio.move_on_after(shutdown_timeout, shield=True):
                     await stopped.wait()
                 group.cancel_scope.cancel()

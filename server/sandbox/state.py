@@ -58,6 +58,8 @@ class EmuJob:
     finished: float | None = field(default=None, repr=False)
     duration: float | None = None
     rendered: bytes | None = field(default=None, repr=False)
+    webhook: str | None = None
+    base: str = ""
 
     @property
     def terminal(self) -> bool:

@@ -140,7 +140,15 @@ def routes(emu: Emulator) -> list[Route]:
         if problem or inputs is None:
             return ws_error(400, problem or "body must be a JSON object")
         video = VideoSpec(str(inputs["image"]), _duration(inputs), model.sizes(inputs))
-        job = emu.create_job("wavespeed", model.id, inputs, video, round(model.price(inputs), 4))
+        job = emu.create_job(
+            "wavespeed",
+            model.id,
+            inputs,
+            video,
+            round(model.price(inputs), 4),
+            webhook=request.query_params.get("webhook"),
+            base=base_url(request),
+        )
         return _ok(prediction(job, base_url(request)))
 
     async def result(request: Request) -> Response:
@@ -170,6 +178,11 @@ def routes(emu: Emulator) -> list[Route]:
         amount = round(model.price(inputs), 4)
         data = {"model_id": model.id, "price": amount, "discounted_price": amount, "currency": "USD"}
         return _ok(data)
+
+    async def webhook_secret(request: Request) -> Response:
+        if not authorized(request):
+            return ws_error(401, _UNAUTHORIZED)
+        return _ok({"secret": emu.webhook_secret})
 
     async def balance(request: Request) -> Response:
         if not authorized(request):
@@ -207,6 +220,7 @@ def routes(emu: Emulator) -> list[Route]:
         Route("/api/v3/predictions", endpoint(emu, "ws.history", history), methods=["POST"]),
         Route("/api/v3/model/price", endpoint(emu, "ws.price", price), methods=["POST"]),
         Route("/api/v3/balance", endpoint(emu, "ws.balance", balance), methods=["GET"]),
+        Route("/api/v3/webhook/secret", endpoint(emu, "ws.webhook_secret", webhook_secret), methods=["GET"]),
         # Matches any POST under /api/v3, so every other one (uploads too) must be mounted first.
         Route("/api/v3/{model:path}", endpoint(emu, "ws.submit", submit), methods=["POST"]),
     ]
