@@ -98,7 +98,7 @@ async def start_replica(env: Mapping[str, str], logs: Path, *, webhooks: bool = 
     env = dict(env)
     if webhooks:
         env["WAN_MCP_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the process starts
     log = logs / f"replica-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: ASYNC220 - started once, then only signalled

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import psycopg
+from psycopg.rows import dict_row
 import pytest
 from mcp import Client
 
@@ -32,6 +33,18 @@ pytestmark = pytest.mark.anyio
 LEASE = 1.5
 KEYS = (WS_KEY, VX_KEY)
 FAST = "wan22_i2v_480p_ultra_fast"
+
+
+class FirstProgress(ProgressLog):
+    """A progress log that says when the first notification arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = anyio.Event()
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        await super().__call__(progress, total, message)
+        self.started.set()
 
 
 def downloads(emulator: Emulator, provider_job_id: str | None = None) -> int:
@@ -49,7 +62,7 @@ def status_reads(emulator: Emulator, provider_job_id: str) -> int:
 
 
 def row(dsn: str, job_id: str) -> dict[str, Any]:
-    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cursor:
         found = cursor.execute("SELECT * FROM jobs WHERE id = %s", (job_id,)).fetchone()
     assert found is not None
     return dict(found)
@@ -106,7 +119,7 @@ async def test_any_replica_answers_any_request_behind_a_round_robin_proxy(
     finally:
         await proxy.aclose()
     assert done["status"] == "completed", done
-    assert progress.messages and progress.messages[-1] == "done"
+    assert progress.messages[-1] == "done"
     assert listed.tools
     assert len(set(proxy.sent)) == 3, proxy.sent
     assert len(emulator.submissions()) == 1
@@ -121,7 +134,7 @@ async def test_a_call_waiting_on_one_replica_wakes_within_a_second_of_another_fi
         job = await generate(replicas[0].url, "wake-up")
         owner = holder(replicas, postgres_dsn, job["job_id"])
         assert owner is replicas[0]
-        progress = ProgressLog()
+        progress = FirstProgress()
         returned: list[float] = []
 
         async def wait_elsewhere() -> None:
@@ -134,8 +147,7 @@ async def test_a_call_waiting_on_one_replica_wakes_within_a_second_of_another_fi
 
         async with anyio.create_task_group() as group:
             group.start_soon(wait_elsewhere)
-            while not progress.events:  # the waiter is in place once it reported progress
-                await anyio.sleep(0.02)
+            await progress.started.wait()  # the waiter is in place once it reported progress
             emulator.release()
     finished = row(postgres_dsn, job["job_id"])["finished_at"]
     assert returned[0] - finished < 1.0
@@ -183,20 +195,19 @@ async def test_the_budget_holds_across_replicas(
     }
     results: list[str] = []
     with anyio.fail_after(90):
-        async with fleet(3, env, tmp_path / "logs") as started:
-            async with AsyncExitStack() as stack:
-                clients = [await stack.enter_async_context(Client(r.url)) for r in started]
+        async with fleet(3, env, tmp_path / "logs") as started, AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(Client(r.url)) for r in started]
 
-                async def call(n: int) -> None:
-                    result = await clients[n % 3].call_tool(
-                        f"{FAST}_generate_video",
-                        {**minimal_arguments(FAST), "prompt": f"budget race {n}", "wait_seconds": 0},
-                    )
-                    results.append("refused" if result.is_error else structured(result)["status"])
+            async def call(n: int) -> None:
+                result = await clients[n % 3].call_tool(
+                    f"{FAST}_generate_video",
+                    {**minimal_arguments(FAST), "prompt": f"budget race {n}", "wait_seconds": 0},
+                )
+                results.append("refused" if result.is_error else structured(result)["status"])
 
-                async with anyio.create_task_group() as group:
-                    for n in range(50):
-                        group.start_soon(call, n)
+            async with anyio.create_task_group() as group:
+                for n in range(50):
+                    group.start_soon(call, n)
     assert results.count("refused") == 40, results
     assert len(emulator.submissions()) == 10
 
@@ -235,7 +246,7 @@ async def test_a_webhook_completes_the_job_with_one_status_read(
         done = await generate(webhook_replicas[1].url, "called back", wait=20)
     assert done["status"] == "completed", done
     (job,) = emulator.submissions()
-    assert job.webhook is not None and job.webhook.endswith("/webhooks/wavespeed")
+    assert str(job.webhook).endswith("/webhooks/wavespeed")
     assert [status for _, status in emulator.webhook_deliveries] == [202]
     # The submit's answer, then the one read that confirms the callback: no polling in between.
     assert status_reads(emulator, job.id) == 1
@@ -304,7 +315,7 @@ async def test_two_stdio_servers_sharing_one_home_follow_and_download_a_job_once
                     f"{FAST}_generate_video", {**minimal_arguments(FAST), "wait_seconds": 0}
                 )
             )
-            progress = [ProgressLog(), ProgressLog()]
+            progress = [FirstProgress(), FirstProgress()]
 
             async def wait(client: Client, log: ProgressLog) -> None:
                 result = await client.call_tool(
@@ -315,8 +326,8 @@ async def test_two_stdio_servers_sharing_one_home_follow_and_download_a_job_once
             async with anyio.create_task_group() as group:
                 group.start_soon(wait, first, progress[0])
                 group.start_soon(wait, second, progress[1])
-                while not all(p.events for p in progress):
-                    await anyio.sleep(0.02)
+                for log in progress:
+                    await log.started.wait()
                 emulator.release()
     assert [r["status"] for r in results] == ["completed", "completed"]
     assert len(emulator.submissions()) == 1

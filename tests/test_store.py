@@ -91,7 +91,8 @@ async def test_selects_are_newest_first_and_take_portable_placeholders(open_jour
     assert [j.id for j in await store.select("request_hash = ?", ("a",))] == [old.id]
     assert [j.id for j in await store.live()] == [new.id]
     found = await store.by_provider_job("wavespeed", "p-1")
-    assert found is not None and found.id == new.id
+    assert found is not None
+    assert found.id == new.id
     assert await store.by_provider_job("vtrix", "p-1") is None
 
 
@@ -151,7 +152,7 @@ async def test_a_lease_has_one_holder_until_it_runs_out(open_journal: Opener) ->
     assert await a.renew("A", 0.5, {job.id}) == {job.id}
     assert await b.renew("B", 0.5, {job.id}) == set()
     with anyio.fail_after(5):
-        while not await b.claim(job.id, "B", 30):
+        while not await b.claim(job.id, "B", 30):  # noqa: ASYNC110 - the lease runs out by the clock
             await anyio.sleep(0.05)
     assert (await a.get(job.id)).lease_owner == "B"
     assert await a.renew("A", 0.5, {job.id}) == set()
@@ -213,6 +214,7 @@ async def test_a_change_in_another_connection_is_heard_within_a_second(open_jour
     async with anyio.create_task_group() as group:
         group.start_soon(watcher.watch, on_change)
         # The watcher may not listen yet when the first write lands: write again until heard.
+        written = anyio.current_time()
         for _ in range(5):
             written = anyio.current_time()
             await writer.update(job.id, status="running")
