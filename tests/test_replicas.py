@@ -18,9 +18,9 @@ from typing import Any
 
 import anyio
 import psycopg
-from psycopg.rows import dict_row
 import pytest
 from mcp import Client
+from psycopg.rows import dict_row
 
 from bench.common import serve_http
 from bench.fleet import Replica, RoundRobin, fleet, replica_env
