@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from mcp.server.mcpserver import MCPServer
+from mcp.server.request_state import RequestStateSecurity
 
 from server import __version__
 from server.catalog import load_catalog
@@ -73,8 +74,10 @@ def build_server(
 
     tools = attach_player(build_tools(models, settings))
     tasks = VideoTasks(tool.name for tool in tools if tool.name.endswith("_generate_video"))
+    keys = [k.get_secret_value() for k in settings.http.request_state_keys]
     server: MCPServer[Core] = MCPServer(
         name="wan-video-mcp",
+        request_state_security=RequestStateSecurity(keys=keys) if keys else None,
         title="Wan image-to-video",
         version=__version__,
         instructions=INSTRUCTIONS,

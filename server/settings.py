@@ -89,6 +89,8 @@ class HttpPolicy(BaseModel):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     # No per-process sessions: any replica behind a load balancer answers any request.
     stateless: bool = False
+    # Shared by every replica, so a confirmation sealed by one is opened by another (first seals).
+    request_state_keys: tuple[SecretStr, ...] = ()
 
 
 class Settings(BaseModel):
@@ -230,6 +232,14 @@ class Settings(BaseModel):
         stateless = text("WAN_MCP_HTTP_STATELESS")
         if _flag(stateless, "WAN_MCP_HTTP_STATELESS") if stateless is not None else "database_url" in values:
             http["stateless"] = True
+        if raw := text("WAN_MCP_REQUEST_STATE_KEYS"):
+            keys = tuple(SecretStr(k.strip()) for k in raw.split(",") if k.strip())
+            if any(len(k.get_secret_value().encode()) < 32 for k in keys):
+                raise ConfigError(
+                    "Each WAN_MCP_REQUEST_STATE_KEYS secret must be at least 32 characters "
+                    "(e.g. the output of: openssl rand -hex 32)."
+                )
+            http["request_state_keys"] = keys
         if raw := text("WAN_MCP_HTTP_MAX_BODY_MB"):
             http["max_body_bytes"] = int(_amount(raw, "WAN_MCP_HTTP_MAX_BODY_MB") * 1024 * 1024)
         if http:

@@ -20,6 +20,7 @@ import anyio
 import psycopg
 import pytest
 from mcp import Client
+from mcp.types import ElicitRequestParams, ElicitResult
 from psycopg.rows import dict_row
 
 from bench.common import serve_http
@@ -332,3 +333,44 @@ async def test_two_stdio_servers_sharing_one_home_follow_and_download_a_job_once
     assert [r["status"] for r in results] == ["completed", "completed"]
     assert len(emulator.submissions()) == 1
     assert downloads(emulator) == 1
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_price_confirmation_crosses_replicas_with_shared_request_state_keys(
+    era: str, tmp_path: Path, postgres_dsn: str, emulator: Emulator, loopback_emulator: str
+) -> None:
+    env = replica_env(tmp_path / "home", loopback_emulator, postgres_dsn, keys=KEYS) | {
+        "WAN_MCP_CONFIRM_ABOVE_USD": "0.01",
+        "WAN_MCP_REQUEST_STATE_KEYS": "k" * 40,
+    }
+    asked: list[str] = []
+
+    async def approve(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    with anyio.fail_after(60):
+        async with fleet(3, env, tmp_path / "logs") as started:
+            proxy = RoundRobin([r.base for r in started])
+            try:
+                async with (
+                    serve_http(proxy) as url,
+                    Client(url, mode=era, elicitation_callback=approve) as client,
+                ):  # type: ignore[arg-type]
+                    arguments = {**minimal_arguments(FAST), "wait_seconds": 0}
+                    result = await client.call_tool(f"{FAST}_generate_video", arguments)
+                    if era == "legacy":
+                        # Stateless legacy HTTP has no channel for the server to ask on: the tool
+                        # says so, and the agent confirms with confirm_cost_usd instead.
+                        assert result.is_error
+                        assert "confirm_cost_usd=0.05" in text_of(result)
+                        assert emulator.submissions() == []
+                        result = await client.call_tool(
+                            f"{FAST}_generate_video", {**arguments, "confirm_cost_usd": 0.05}
+                        )
+            finally:
+                await proxy.aclose()
+    assert not result.is_error, text_of(result)
+    assert len(asked) == (1 if era == "auto" else 0)
+    assert all("$0.05" in message for message in asked)
+    assert len(emulator.submissions()) == 1
