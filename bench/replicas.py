@@ -198,7 +198,8 @@ def report(arms: list[Arm], median: float, rate: float) -> str:
         f"{rate:g} submitted a second, adaptive polls, no provider rate cap",
         "",
         "| arm | processes | journal | lost | duplicate submits | downloads / job | status requests / job "
-        "| completion → URL known, median (s) | completion → result median / max (s) | takeover max (s) | wall (s) |",
+        "| completion → URL known, median (s) | completion → result median / max (s) "
+        "| takeover max (s) | wall (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in arms:
