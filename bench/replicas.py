@@ -221,7 +221,7 @@ def report(arms: list[Arm], median: float, rate: float) -> str:
     return "\n".join(lines)
 
 
-async def main(jobs: int, median: float, rate: float) -> int:
+async def main(jobs: int, median: float, rate: float, only: set[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="wan-replicas-") as tmp, temporary_postgres() as server:
         work = Path(tmp)
         arms: list[Arm] = []
@@ -232,6 +232,8 @@ async def main(jobs: int, median: float, rate: float) -> int:
         ]
         for plan in plans:
             arm = plan()
+            if only and arm.name not in only:
+                continue
             print(f"arm {arm.name} ...", file=sys.stderr)
             arms.append(await run_arm(arm, jobs, median, rate, work))
             if arm.database:
@@ -248,5 +250,7 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=600)
     parser.add_argument("--median", type=float, default=30.0, help="median job duration, seconds")
     parser.add_argument("--rate", type=float, default=6.0, help="jobs submitted per second")
+    parser.add_argument("--arms", default="", help="comma-separated: single,replicas,webhooks (default all)")
     options = parser.parse_args()
-    sys.exit(anyio.run(main, options.jobs, options.median, options.rate))
+    arms = {a.strip() for a in options.arms.split(",") if a.strip()}
+    sys.exit(anyio.run(main, options.jobs, options.median, options.rate, arms))
