@@ -54,8 +54,8 @@ class PollPolicy(BaseModel):
     # How long after a lost submit "the provider has no such job" is taken as final.
     reconcile_grace: float = Field(default=120.0, ge=0)
     heartbeat: float = Field(default=5.0, gt=0)
-    # A live job's poller holds a lease this long, renewed a third of the way; another process
-    # takes the job over once it runs out (so within about 1.3 leases of the holder dying).
+    # The longest a live job goes unfollowed when the process polling it dies: another process
+    # takes it over within this time (the runner's LEASE_HOLD and LEASE_TICK say how).
     lease_seconds: float = Field(default=10.0, ge=0.5, le=15.0)
     # With a provider that calls back (webhooks), polls are only a safety net this far apart.
     webhook_poll_interval: float = Field(default=60.0, ge=0)

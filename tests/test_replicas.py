@@ -31,7 +31,7 @@ from tests.mcp_helpers import ERAS, ProgressLog, minimal_arguments, stdio_server
 
 pytestmark = pytest.mark.anyio
 
-LEASE = 1.5
+LEASE = 3.0
 KEYS = (WS_KEY, VX_KEY)
 FAST = "wan22_i2v_480p_ultra_fast"
 
@@ -181,8 +181,8 @@ async def test_a_killed_replicas_jobs_are_taken_over_within_the_lease_and_downlo
                     await client.call_tool("get_result", {"job_id": job["job_id"], "wait_seconds": 30})
                 )
                 assert done["status"] == "completed", done
-    # The lease runs out at most LEASE after the last renewal, and free jobs are looked for every LEASE/3.
-    assert max(taken.values()) < LEASE * 4 / 3 + 1.0, taken
+    # Within the lease time; a little slack for a loaded machine reading the journal here.
+    assert max(taken.values()) < LEASE + 0.5, taken
     assert len(emulator.submissions()) == 3
     for job in emulator.submissions():
         assert downloads(emulator, job.id) == 1

@@ -56,6 +56,11 @@ ProgressCallback = Callable[[float, str], Awaitable[None]]
 # (clock skew before; the submit's own timeout and some slack after).
 RECONCILE_BEFORE = 10.0
 RECONCILE_AFTER = 60.0
+# A row's lease lasts this share of WAN_MCP_LEASE_SECONDS and is renewed, and free leases looked
+# for, every LEASE_TICK of it: a holder that dies is replaced within 0.6 + 0.2 of the setting,
+# and a live one has three chances to renew before its lease runs out.
+LEASE_HOLD = 0.6
+LEASE_TICK = 0.2
 CANCELLED_UNSENT = "Cancelled before it was sent to the provider; nothing was charged."
 
 
@@ -213,7 +218,7 @@ class JobRunner:
     async def take_free_jobs(self) -> int:
         """Take over live jobs whose lease nobody holds (or ran out), and poll them here."""
         free = await self._store.claim_free(
-            self.owner, self._settings.poll.lease_seconds, sandbox=self._settings.sandbox
+            self.owner, self._hold_seconds, sandbox=self._settings.sandbox
         )
         for job in free:
             if job.id not in self._polling:
@@ -223,15 +228,18 @@ class JobRunner:
 
     async def keep_leases(self) -> None:
         """Run until cancelled: renew this process's leases, take over jobs nobody renews."""
-        lease = self._settings.poll.lease_seconds
         while True:
-            await anyio.sleep(lease / 3)
+            await anyio.sleep(self._settings.poll.lease_seconds * LEASE_TICK)
             try:
-                await self._store.renew(self.owner, lease, self._polling | self._submitting)
+                await self._store.renew(self.owner, self._hold_seconds, self._polling | self._submitting)
                 await self.settle_interrupted()
                 await self.take_free_jobs()
             except Exception as exc:  # noqa: BLE001 - a journal hiccup must not stop the server
                 log.warning("could not renew job leases: %s", exc)
+
+    @property
+    def _hold_seconds(self) -> float:
+        return self._settings.poll.lease_seconds * LEASE_HOLD
 
     async def release_leases(self) -> None:
         """Give up every lease this process holds (on shutdown), so another takes over at once."""
@@ -248,7 +256,7 @@ class JobRunner:
             return
         self._polling.add(job.id)
         try:
-            claimed = await self._store.claim(job.id, self.owner, self._settings.poll.lease_seconds)
+            claimed = await self._store.claim(job.id, self.owner, self._hold_seconds)
         finally:
             self._polling.discard(job.id)
         if claimed:
@@ -318,7 +326,7 @@ class JobRunner:
             # The submit holds the row's lease: a pending or held row whose lease runs out was
             # interrupted.
             lease_owner=self.owner,
-            lease_until=now + self._settings.poll.lease_seconds,
+            lease_until=now + self._hold_seconds,
         )
         job = await self._store.insert_checked(
             candidate,
