@@ -217,9 +217,7 @@ class JobRunner:
 
     async def take_free_jobs(self) -> int:
         """Take over live jobs whose lease nobody holds (or ran out), and poll them here."""
-        free = await self._store.claim_free(
-            self.owner, self._hold_seconds, sandbox=self._settings.sandbox
-        )
+        free = await self._store.claim_free(self.owner, self._hold_seconds, sandbox=self._settings.sandbox)
         for job in free:
             if job.id not in self._polling:
                 log.info("following %s (its lease was free)", job.id)
