@@ -50,7 +50,7 @@ def build_server(
     """An ``MCPServer`` with a tool pair per enabled model, ``get_result``, the job resources, the
     prompts and the video player (an MCP App).
 
-    ``transport mounts a fake provider in-process (tests); by default providers are real HTTP.
+    ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
     ``core_ref`` is given the core while the server runs.
     """
     from tools import build_tools

@@ -230,7 +230,7 @@ def register_prompts(server: MCPServer[Any], models: Sequence[ModelSpec]) -> Non
         jobs: list[Job] = []
         for job_id in ids:
             try:
-                jobs.append(store.get(job_id))
+                jobs.append(await store.get(job_id))
             except JobNotFound:
                 raise refuse(f"Unknown job id {job_id!r}; list_jobs shows recent ones.") from None
         unfinished = [job.id for job in jobs if not job.is_final]
