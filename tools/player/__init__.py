@@ -97,7 +97,7 @@ async def read_video_chunk(
     ``CHUNK_BYTES`` from ``offset``."""
     core: Core = ctx.request_context.lifespan_context
     try:
-        job = core.store.get(job_id)
+        job = await core.store.get(job_id)
     except JobNotFound as exc:
         raise ToolError(str(exc)) from exc
     if job.status != "completed" or not job.local_path:
@@ -163,7 +163,7 @@ def _with_player_facts(fn: ToolFn, context_kwarg: str) -> ToolFn:
             job_id = record.get("job_id")
             if isinstance(job_id, str):
                 try:
-                    job = core.store.get(job_id)
+                    job = await core.store.get(job_id)
                 except JobNotFound:
                     return result
                 record["player"] = player_facts(job, core)
