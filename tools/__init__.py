@@ -302,11 +302,14 @@ def _list_filters(arguments: dict[str, Any], slugs: list[str]) -> dict[str, Any]
 
 
 def build_tools(models: list[ModelSpec], settings: Settings) -> list[Tool]:
-    """Every tool for the enabled models, in catalog order, then get_result."""
+    """Every tool for the enabled models, in catalog order, then list_jobs, get_result, stitch_videos."""
     tools: list[Tool] = []
     for spec in models:
         tools.append(generate_tool(spec, settings))
         tools.append(estimate_tool(spec))
     tools.append(list_jobs_tool(models))
     tools.append(get_result_tool(settings))
+    from tools.stitch import stitch_tool
+
+    tools.append(stitch_tool())
     return tools

@@ -1,5 +1,5 @@
 """What a job looks like to an agent: structured content, a short text, a resource link and,
-once the video is saved, its poster frame."""
+once the video is saved, its contact sheet (or, without one, its poster frame)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,17 @@ from server.core import Core, EstimateResult
 from server.jobs.runner import describe_progress
 from server.jobs.store import Job
 from server.ledger import Ledger, ledger_summary
+from server.media.frames import sheet_path
 
 log = logging.getLogger("wan_video_mcp.tools")
 
 JOB_URI = "wan-video://jobs/{job_id}"
 JOB_VIDEO_URI = "wan-video://jobs/{job_id}/video"
 JOBS_URI = "wan-video://jobs"
+FRAME_FIRST_URI = "wan-video://jobs/{job_id}/frames/first"
+FRAME_LAST_URI = "wan-video://jobs/{job_id}/frames/last"
+FRAME_AT_URI = "wan-video://jobs/{job_id}/frames/at/{seconds}"
+CONTACT_SHEET_URI = "wan-video://jobs/{job_id}/contact-sheet"
 # A poster is a few tens of KB; anything much bigger is not one of ours.
 MAX_POSTER_BYTES = 512 * 1024
 BILLED_CANCEL = (
@@ -69,6 +74,10 @@ def job_record(job: Job, core: Core) -> dict[str, Any]:
             record["local_path"] = job.local_path
         if job.poster_path:
             record["poster_path"] = job.poster_path
+        if job.local_path and _existing(str(sheet_path(Path(job.local_path)))) is not None:
+            record["contact_sheet"] = CONTACT_SHEET_URI.format(job_id=job.id)
+        if job.local_path:
+            record["last_frame"] = FRAME_LAST_URI.format(job_id=job.id)
     if job.status in ("failed", "unconfirmed", "cancelled"):
         record["error"] = job.error or "unknown error"
     if job.cancel_requested_at is not None:
@@ -171,7 +180,9 @@ def completed_blocks(job: Job) -> list[ContentBlock]:
                 size=size,
             )
         )
-    poster = poster_base64(job.poster_path)
+    # The contact sheet stands in for the poster: several frames show the motion, not one.
+    sheet = poster_base64(str(sheet_path(Path(job.local_path)))) if job.local_path else None
+    poster = sheet or poster_base64(job.poster_path)
     if poster is not None:
         blocks.append(ImageContent(type="image", data=poster, mime_type="image/jpeg"))
     return blocks
