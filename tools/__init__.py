@@ -82,6 +82,7 @@ def server_parameters(settings: Settings) -> dict[str, Any]:
         "wait_seconds": wait_schema(settings),
         "new_take": {"type": "boolean", "default": False},
         "fix_image": {"type": "boolean", "default": False},
+        "variants": {"type": "integer", "minimum": 1, "maximum": 4, "default": 1},
     }
     if settings.spend.confirm_above_usd is not None:
         params["confirm_cost_usd"] = {
@@ -161,7 +162,7 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
             raise ToolError(str(exc)) from exc
         if task is not None:
             task.submission = submission
-        return job_result(submission.job, core, duplicate=submission.duplicate)
+        return job_result(submission.job, core, duplicate=submission.duplicate, takes=submission.takes)
 
     # Set after the fact: the resolver is a local function, which a string annotation can't name.
     generate_video.__annotations__["confirmation"] = Annotated[

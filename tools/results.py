@@ -7,6 +7,7 @@ import base64
 import logging
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,21 @@ def next_step(job: Job) -> str:
             )
 
 
-def job_result(job: Job, core: Core, *, duplicate: bool = False) -> CallToolResult:
+def job_result(
+    job: Job,
+    core: Core,
+    *,
+    duplicate: bool = False,
+    takes: Sequence[tuple[Job, bool]] = (),
+) -> CallToolResult:
     """A generate or get_result answer; ``duplicate`` when a generate call was answered with an
-    earlier job because it repeated that job's request."""
+    earlier job because it repeated that job's request.
+
+    Any take of a variants call answers for every take: ``takes`` as a generate call got them,
+    or, when not given, the takes journaled in its group.
+    """
+    if not takes and job.group_id is not None:
+        takes = [(take, False) for take in core.store.group(job.group_id)]
     record = job_record(job, core)
     sandbox = " [sandbox: emulated provider, no cost]" if job.sandbox else ""
     text = f"Job {job.id} ({job.model}) is {job.status}.{sandbox} {next_step(job)}"
@@ -148,7 +161,45 @@ def job_result(job: Job, core: Core, *, duplicate: bool = False) -> CallToolResu
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     if job.status == "completed":
         content.extend(completed_blocks(job))
-    return CallToolResult(content=content, structured_content=record, is_error=job.status == "failed")
+    failed = job.status == "failed"
+    group_id = next((take.group_id for take, _ in takes if take.group_id), job.id)
+    if len(takes) > 1:
+        record["group_id"] = group_id
+        record["takes"] = [_take_record(take, repeat) for take, repeat in takes]
+        failed = all(take.status == "failed" for take, _ in takes)
+        content[0] = TextContent(type="text", text=_takes_text(group_id, job.model, takes, sandbox))
+        for take, _ in takes:
+            if take.status == "completed" and take.id != job.id:
+                content.extend(completed_blocks(take))
+    return CallToolResult(content=content, structured_content=record, is_error=failed)
+
+
+def _take_record(job: Job, repeat: bool) -> dict[str, Any]:
+    take: dict[str, Any] = {"job_id": job.id, "seed": job.params.get("seed"), "status": job.status}
+    if job.status == "completed":
+        take["video_url"] = job.video_url
+        if job.local_path:
+            take["local_path"] = job.local_path
+    if job.status in ("failed", "unconfirmed"):
+        take["error"] = job.error or "unknown error"
+    if repeat:
+        take["duplicate_of_earlier_request"] = True
+    return take
+
+
+def _takes_text(group_id: str, model: str, takes: Sequence[tuple[Job, bool]], sandbox: str) -> str:
+    lines = [f"{len(takes)} takes of {model}, one job each.{sandbox}"]
+    for number, (take, repeat) in enumerate(takes, start=1):
+        again = " (repeats an earlier request; not paid again)" if repeat else ""
+        lines.append(f"Take {number}: job {take.id}, seed {take.params.get('seed')}: {take.status}{again}.")
+    if any(take.is_live or take.status == "unconfirmed" for take, _ in takes):
+        lines.append(
+            f"Call get_result with job_id '{group_id}' (and wait_seconds) to follow every take; "
+            "do not generate again."
+        )
+    else:
+        lines.append("Every take has ended; the contact sheets below show each completed one.")
+    return "\n".join(lines)
 
 
 def completed_blocks(job: Job) -> list[ContentBlock]:

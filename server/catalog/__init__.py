@@ -28,7 +28,7 @@ LORA_SCALE_MIN = 0.0
 LORA_SCALE_MAX = 4.0
 
 _DEFAULT_HELP: dict[str, str] = {
-    "image": "URL, data: URI or local path.",
+    "image": "URL, data: URI, local path or wan-video:// frame.",
     "prompt": "Subject, motion, camera, lighting.",
     "negative_prompt": "What to avoid.",
     "duration": "Seconds.",
@@ -101,7 +101,7 @@ class ParamSpec(_Frozen):
                 f"{_show(LORA_SCALE_MIN)}-{_show(LORA_SCALE_MAX)}}}"
             )
         if self.kind == "image":
-            return "an https:// URL, a data: URI or a local file path"
+            return "an https:// URL, a data: URI, a local file path or a wan-video:// frame URI"
         return "text"
 
     @model_validator(mode="after")

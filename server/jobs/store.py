@@ -83,6 +83,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN cancel_requested_at REAL;
     CREATE UNIQUE INDEX jobs_task ON jobs(task_id)
     """,
+    # Takes of one variants call share the first take's id.
+    "ALTER TABLE jobs ADD COLUMN group_id TEXT; CREATE INDEX jobs_group ON jobs(group_id)",
 )
 
 
@@ -118,6 +120,7 @@ class Job:
     notes: tuple[str, ...] = ()
     task_id: str | None = None
     cancel_requested_at: float | None = None
+    group_id: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -196,43 +199,80 @@ class JobStore:
     ) -> Job:
         """Insert ``job`` unless an identical request is already journaled or the budget is spent.
 
-        The duplicate check, the budget check and the insert are one ``BEGIN IMMEDIATE``
-        transaction, so concurrent calls (in this process or another one sharing the file)
-        cannot race past either.
-
         Returns:
             ``job`` as inserted, or the earlier job with the same request (nothing inserted).
 
         Raises:
             SpendRefused: the job's estimate does not fit in what is left of the budget.
         """
-        row = _to_row(job)
+        [row] = self.insert_checked_many(
+            [job], budget_usd=budget_usd, budget_since=budget_since, duplicate_since=duplicate_since
+        )
+        return row
+
+    def insert_checked_many(
+        self,
+        jobs: list[Job],
+        *,
+        budget_usd: float | None,
+        budget_since: float,
+        duplicate_since: float | None,
+    ) -> list[Job]:
+        """Insert every job of ``jobs`` that does not repeat a journaled request, or none at all.
+
+        The duplicate checks (per job), the budget check (for the new jobs together) and the
+        inserts are one ``BEGIN IMMEDIATE`` transaction, so concurrent calls (in this process or
+        another one sharing the file) cannot race past either, and a group is all or nothing.
+
+        Jobs that carry a ``group_id`` are inserted with the id of the first new one as their
+        ``group_id``.
+
+        Returns:
+            For each job, the job as inserted or the earlier job with the same request.
+
+        Raises:
+            SpendRefused: the new jobs' estimates together do not fit in what is left of the budget.
+        """
         placeholders = ", ".join("?" for _ in _COLUMNS)
+        answers: list[Job] = []
+        new: list[Job] = []
         with self._tx() as db:
-            if duplicate_since is not None:
-                earlier = db.execute(
-                    "SELECT * FROM jobs WHERE request_hash = ? AND created_at >= ? "
-                    "AND status IN ('queued', 'running', 'completed', 'unconfirmed') "
-                    "ORDER BY created_at DESC LIMIT 1",
-                    (job.request_hash, duplicate_since),
-                ).fetchone()
-                if earlier is not None:
-                    return _from_row(earlier)
-            if budget_usd is not None:
+            for job in jobs:
+                earlier = None
+                if duplicate_since is not None:
+                    earlier = db.execute(
+                        "SELECT * FROM jobs WHERE request_hash = ? AND created_at >= ? "
+                        "AND status IN ('queued', 'running', 'completed', 'unconfirmed') "
+                        "ORDER BY created_at DESC LIMIT 1",
+                        (job.request_hash, duplicate_since),
+                    ).fetchone()
+                answers.append(job if earlier is None else _from_row(earlier))
+                if earlier is None:
+                    new.append(job)
+            if budget_usd is not None and new:
                 spent = _spent(db, budget_since)
-                price = job.estimate_usd or 0.0
+                price = sum(job.estimate_usd or 0.0 for job in new)
                 if spent + price > budget_usd + 1e-9:
                     left = max(budget_usd - spent, 0.0)
+                    what = "This job costs" if len(new) == 1 else f"These {len(new)} takes cost"
                     raise SpendRefused(
-                        f"This job costs about ${price:.2f}, but only ${left:.2f} of the ${budget_usd:.2f} "
+                        f"{what} about ${price:.2f}, but only ${left:.2f} of the ${budget_usd:.2f} "
                         f"budget is left (${spent:.2f} spent in the current period). Nothing was sent. Raise "
-                        "WAN_MCP_BUDGET_USD, wait for the period to roll over, or pick a cheaper setting."
+                        "WAN_MCP_BUDGET_USD, wait for the period to roll over, or pick a cheaper setting"
+                        + ("." if len(new) == 1 else " or fewer variants.")
                     )
-            db.execute(
-                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608
-                [row[c] for c in _COLUMNS],
-            )
-        return job
+            if new and new[0].group_id is not None:
+                # The group is named after its first take that is really new.
+                renamed = {job.id: replace(job, group_id=new[0].id) for job in new}
+                answers = [renamed.get(job.id, job) for job in answers]
+                new = list(renamed.values())
+            for job in new:
+                row = _to_row(job)
+                db.execute(
+                    f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608
+                    [row[c] for c in _COLUMNS],
+                )
+        return answers
 
     def spent_since(self, since: float) -> float:
         """USD that may have been charged for jobs created since ``since``."""
@@ -294,6 +334,10 @@ class JobStore:
     def live(self) -> list[Job]:
         """Jobs the provider has accepted and that have not ended."""
         return self.select("status IN ('queued', 'running') AND provider_job_id IS NOT NULL")
+
+    def group(self, group_id: str) -> list[Job]:
+        """The takes of one variants call, in take order."""
+        return sorted(self.select("group_id = ?", (group_id,), limit=100), key=lambda j: j.created_at)
 
     def interrupted_submits(self) -> list[Job]:
         """Rows whose submit was in flight when a process stopped."""

@@ -126,11 +126,11 @@ async def stitch_jobs(store: JobStore, folder: Path, job_ids: object, crossfade:
             paths.append(saved_video(store, job_id))
         except JobNotFound:
             raise InvalidRequest(
-                f"Job '{job_id}' cannot be stitched: this server does not know it; use job ids from "
-                f"generate calls (list_jobs shows them). Nothing was stitched."
+                f"Cannot stitch: this server knows no job '{job_id}'; use job ids from generate calls "
+                "(list_jobs shows them). Nothing was stitched."
             ) from None
         except InvalidRequest as exc:
-            raise InvalidRequest(f"Job '{job_id}' cannot be stitched: {exc} Nothing was stitched.") from None
+            raise InvalidRequest(f"Cannot stitch: {exc} Nothing was stitched.") from None
     stitch_id = stitch_id_for(ids, fade)
     parts = [store.get(job_id) for job_id in ids]
     return await anyio.to_thread.run_sync(_stitch_in_folder, stitch_id, parts, paths, folder, fade)
