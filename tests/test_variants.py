@@ -149,3 +149,26 @@ async def test_a_refused_take_stops_the_rest_from_being_sent(tmp_path: Path, emu
     assert sum(c.route == "ws.submit" for c in emulator.calls) == 1
     assert sorted(j["status"] for j in listed["jobs"]) == ["failed"] * 3
     assert listed["summary"]["total"]["charged_usd"] == 0
+
+
+@pytest.mark.anyio
+async def test_the_price_to_confirm_is_the_whole_sets(tmp_path: Path, emulator: Emulator) -> None:
+    settings = make_settings(tmp_path, spend=SpendPolicy(confirm_above_usd=0.10))
+    async with Client(build_server(settings, transport=emulator.transport())) as client:
+        one = await client.call_tool(f"{FAST}_generate_video", minimal_arguments(FAST))
+        refused = await client.call_tool(
+            f"{FAST}_generate_video", minimal_arguments(FAST, variants=3, prompt="x")
+        )
+        assert not one.is_error
+        assert refused.is_error
+        assert "set of 3 takes costs about $0.15" in text_of(refused)
+        assert "confirm_cost_usd=0.15" in text_of(refused)
+        assert len(emulator.submissions()) == 1
+        agreed = structured(
+            await client.call_tool(
+                f"{FAST}_generate_video",
+                minimal_arguments(FAST, variants=3, prompt="x", confirm_cost_usd=0.15),
+            )
+        )
+    assert len(agreed["takes"]) == 3
+    assert len(emulator.submissions()) == 4
