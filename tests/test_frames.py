@@ -200,3 +200,24 @@ async def test_a_finished_job_shows_a_contact_sheet_of_six_labelled_frames(
     assert isinstance(contents, BlobResourceContents)
     assert contents.mime_type == "image/jpeg"
     assert base64.b64decode(contents.blob) == data
+
+
+@pytest.mark.anyio
+async def test_both_image_parameters_take_frames_and_a_frame_is_uploaded_once(
+    client: Client, emulator: Emulator
+) -> None:
+    source = structured(await generate(client, WAVESPEED))
+    base = f"wan-video://jobs/{source['job_id']}/frames"
+    both = structured(await generate(client, "wan22_i2v", image=f"{base}/first", last_image=f"{base}/last"))
+    assert both["status"] == "completed"
+    assert [n.split(":")[0] for n in both["notes"]] == ["image", "last_image"]
+    [_, job] = emulator.submissions()
+    frames = frames_of(source["local_path"])
+    assert Image.open(io.BytesIO(sent_bytes(emulator, job))).convert("RGB").tobytes() == frames[0].tobytes()
+    last = emulator.image_bytes(str(job.body["last_image"]))
+    assert last is not None
+    assert Image.open(io.BytesIO(last)).convert("RGB").tobytes() == frames[-1].tobytes()
+    uploads = len(emulator.uploads)
+    again = structured(await generate(client, WAVESPEED, image=f"{base}/last", prompt="again", new_take=True))
+    assert again["status"] == "completed"
+    assert len(emulator.uploads) == uploads  # the same frame's bytes went up once
