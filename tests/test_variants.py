@@ -172,3 +172,17 @@ async def test_the_price_to_confirm_is_the_whole_sets(tmp_path: Path, emulator: 
         )
     assert len(agreed["takes"]) == 3
     assert len(emulator.submissions()) == 4
+
+
+@pytest.mark.anyio
+async def test_the_estimate_of_a_set_is_its_takes_together(tmp_path: Path, emulator: Emulator) -> None:
+    settings = make_settings(tmp_path)
+    async with Client(build_server(settings, transport=emulator.transport())) as client:
+        one = structured(await client.call_tool(f"{FAST}_estimate_cost", {"duration": 8}))
+        three = structured(await client.call_tool(f"{FAST}_estimate_cost", {"duration": 8, "variants": 3}))
+        bad = await client.call_tool(f"{FAST}_estimate_cost", {"variants": 0})
+    assert (one["usd"], three["usd"]) == (0.08, 0.24)
+    assert three["basis"].startswith("3 takes at $0.08 each")
+    assert bad.is_error
+    assert "'variants' must be an integer from 1 to 4" in text_of(bad)
+    assert emulator.submissions() == []
