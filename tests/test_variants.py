@@ -186,3 +186,18 @@ async def test_the_estimate_of_a_set_is_its_takes_together(tmp_path: Path, emula
     assert bad.is_error
     assert "'variants' must be an integer from 1 to 4" in text_of(bad)
     assert emulator.submissions() == []
+
+
+@pytest.mark.anyio
+async def test_every_take_keeps_what_preparing_the_image_chose(tmp_path: Path, emulator: Emulator) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "portrait.png"
+    Image.new("RGB", (480, 832), (200, 40, 40)).save(photo)
+    settings = make_settings(tmp_path / "home", allowed_dirs=(tmp_path,))
+    async with Client(build_server(settings, transport=emulator.transport())) as client:
+        record = await generate(client, "wan21_i2v_480p", image=str(photo), variants=2)
+    assert [t["status"] for t in record["takes"]] == ["completed", "completed"]
+    assert [j.body["size"] for j in emulator.submissions()] == ["480*832", "480*832"]
+    assert len({j.body["image"] for j in emulator.submissions()}) == 1
+    assert len(emulator.uploads) == 1  # the image went up once for both takes
