@@ -201,3 +201,30 @@ async def test_every_take_keeps_what_preparing_the_image_chose(tmp_path: Path, e
     assert [j.body["size"] for j in emulator.submissions()] == ["480*832", "480*832"]
     assert len({j.body["image"] for j in emulator.submissions()}) == 1
     assert len(emulator.uploads) == 1  # the image went up once for both takes
+
+
+@pytest.mark.anyio
+async def test_variants_as_a_task_send_every_take_and_the_result_lists_them(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    from tests.task_client import TasksClient
+
+    settings = make_settings(tmp_path)
+    extension = TasksClient()
+    server = build_server(settings, transport=emulator.transport())
+    async with Client(server, extensions=[extension]) as client:
+        with anyio.fail_after(30):
+            result = await client.call_tool(f"{FAST}_generate_video", minimal_arguments(FAST, variants=2))
+        record = structured(result)
+        assert len(extension.created) == 1
+        assert record["status"] == "completed", text_of(result)
+        assert record["takes"][0]["job_id"] == record["job_id"]
+        assert len(record["takes"]) == 2
+        with anyio.fail_after(20):
+            done = structured(
+                await client.call_tool(
+                    "get_result", {"job_id": record["takes"][1]["job_id"], "wait_seconds": 20}
+                )
+            )
+    assert [t["status"] for t in done["takes"]] == ["completed", "completed"]
+    assert len({seed_of(job) for job in emulator.submissions()}) == 2

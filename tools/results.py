@@ -180,7 +180,7 @@ def _take_record(job: Job, repeat: bool) -> dict[str, Any]:
         take["video_url"] = job.video_url
         if job.local_path:
             take["local_path"] = job.local_path
-    if job.status in ("failed", "unconfirmed"):
+    if job.status in ("failed", "unconfirmed", "cancelled"):
         take["error"] = job.error or "unknown error"
     if repeat:
         take["duplicate_of_earlier_request"] = True
