@@ -39,6 +39,7 @@ from server.media.video import VideoError
 from server.settings import Settings
 
 log = logging.getLogger("wan_video_mcp.media")
+SHEET_CONCURRENCY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,9 @@ class MediaService:
         self._settings = settings
         self._client = client
         self._store = store
+        # Sheets are not urgent: a burst of finished jobs makes them two at a time, not one per
+        # worker thread (each decode holds its thumbnails and the decoder's frame buffers).
+        self._sheets = anyio.CapacityLimiter(SHEET_CONCURRENCY)
         self._policy = UrlPolicy.from_settings(settings, resolver)
         self._uploads = WaveSpeedUploads(settings, client, store, self._policy)
         self._archiver = Archiver(settings, client, self._policy)
@@ -222,7 +226,7 @@ class MediaService:
             return None
         saved = await self._archiver.save(job, spec)
         try:
-            sheet = await anyio.to_thread.run_sync(save_contact_sheet, saved.video)
+            sheet = await anyio.to_thread.run_sync(save_contact_sheet, saved.video, limiter=self._sheets)
         except (VideoError, OSError) as exc:
             log.warning("no contact sheet for %s (%s); the poster stands in", job.id, exc)
             sheet = None
