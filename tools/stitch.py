@@ -51,17 +51,11 @@ def stitch_tool() -> Tool:
     schema = {
         "type": "object",
         "properties": {
-            "job_ids": {
-                "type": "array",
-                "items": {"type": "string", "minLength": 1},
-                "minItems": 2,
-                "maxItems": MAX_PARTS,
-                "description": "Completed jobs, in play order.",
-            },
+            "job_ids": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": MAX_PARTS},
             "crossfade_seconds": {
                 "type": "number",
                 "minimum": 0,
-                "maximum": MAX_CROSSFADE_SECONDS,
+                "maximum": int(MAX_CROSSFADE_SECONDS),
                 "default": 0,
             },
         },
@@ -72,10 +66,8 @@ def stitch_tool() -> Tool:
         stitch_videos,
         name="stitch_videos",
         title="Stitch videos",
-        description="Join completed jobs' saved videos, in order, into one MP4 here. Free: no provider call.",
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-        ),
+        description="Joins completed jobs' videos, in order, into one MP4 here. Free: no provider call.",
+        annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=True, open_world_hint=False),
     )
     tool.parameters = schema
     tool.fn_metadata.arg_model = RawArguments
