@@ -23,7 +23,7 @@ INSTRUCTIONS = (
     "frame of a completed job, wan-video://jobs/{job_id}/frames/last (or first, at/{seconds}), to "
     "continue its shot; fix_image=true rescales or flattens an image outside the model's limits "
     "instead of refusing it. seed -1 is random; an explicit seed lets a take be repeated. variants=N "
-    "(up to 4) makes N takes, each its own seed, priced as a set. stitch_videos joins completed jobs "
+    "(1-4, default 1) makes N takes, each its own seed, priced as a set. stitch_videos joins completed jobs "
     "into one MP4, free. The prompts animate_photo and "
     "compare_takes say how to write a Wan prompt, pick a model and judge takes."
 )

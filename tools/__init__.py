@@ -82,7 +82,7 @@ def server_parameters(settings: Settings) -> dict[str, Any]:
         "wait_seconds": wait_schema(settings),
         "new_take": {"type": "boolean", "default": False},
         "fix_image": {"type": "boolean", "default": False},
-        "variants": {"type": "integer", "minimum": 1, "maximum": 4, "default": 1},
+        "variants": {"enum": [1, 2, 3, 4]},
     }
     if settings.spend.confirm_above_usd is not None:
         params["confirm_cost_usd"] = {

@@ -52,22 +52,16 @@ def stitch_tool() -> Tool:
         "type": "object",
         "properties": {
             "job_ids": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": MAX_PARTS},
-            "crossfade_seconds": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": int(MAX_CROSSFADE_SECONDS),
-                "default": 0,
-            },
+            "crossfade_seconds": {"type": "number", "minimum": 0, "maximum": int(MAX_CROSSFADE_SECONDS)},
         },
+        # Open, like the estimate tools' (tools/list is capped): unknown arguments are refused by name.
         "required": ["job_ids"],
-        "additionalProperties": False,
     }
     tool = Tool.from_function(
         stitch_videos,
         name="stitch_videos",
-        title="Stitch videos",
-        description="Joins completed jobs' videos, in order, into one MP4 here. Free: no provider call.",
-        annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=True, open_world_hint=False),
+        description="Joins completed jobs' videos, in order, into one MP4. Free.",
+        annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False),
     )
     tool.parameters = schema
     tool.fn_metadata.arg_model = RawArguments

@@ -28,7 +28,7 @@ LORA_SCALE_MIN = 0.0
 LORA_SCALE_MAX = 4.0
 
 _DEFAULT_HELP: dict[str, str] = {
-    "image": "URL, data: URI, local path or wan-video:// frame.",
+    "image": "URL, data: URI or local path.",
     "prompt": "Subject, motion, camera, lighting.",
     "negative_prompt": "What to avoid.",
     "duration": "Seconds.",
