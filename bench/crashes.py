@@ -284,7 +284,8 @@ def check_videos(folder: Path) -> FileCheck:
             if problem:
                 check.undecodable.append(f"{name}: {problem}")
         elif name.endswith((".jpg", ".json")):
-            if f"{name.rsplit('.', 1)[0]}.mp4" not in names:
+            stem = name.removesuffix(".sheet.jpg") if name.endswith(".sheet.jpg") else name.rsplit(".", 1)[0]
+            if f"{stem}.mp4" not in names:
                 check.strays.append(f"{name} has no video beside it")
         else:
             check.strays.append(name)

@@ -20,9 +20,12 @@ INSTRUCTIONS = (
     "(0: not at all), then returns job_id and status; call get_result(job_id) until status is "
     "completed (video_url, local_path) or failed (error). Never call generate again just because a "
     "call returned early: a request identical to a recent one returns that job, and new_take=true "
-    "pays for another take. image and last_image: an https URL, a data: URI or a local file path; "
-    "fix_image=true rescales or flattens an image outside the model's limits instead of refusing "
-    "it. seed -1 is random; an explicit seed lets a take be repeated. The prompts animate_photo and "
+    "pays for another take. image and last_image: an https URL, a data: URI, a local file path or a "
+    "frame of a completed job, wan-video://jobs/{job_id}/frames/last (or first, at/{seconds}), to "
+    "continue its shot; fix_image=true rescales or flattens an image outside the model's limits "
+    "instead of refusing it. seed -1 is random; an explicit seed lets a take be repeated. variants=N "
+    "(1-4, default 1) makes N takes, each its own seed, priced as a set. stitch_videos joins completed jobs "
+    "into one MP4, free. The prompts animate_photo and "
     "compare_takes say how to write a Wan prompt, pick a model and judge takes."
 )
 

@@ -29,6 +29,7 @@ from server.catalog.pricing import Estimate, catalog_price, round_usd
 from server.errors import ConfirmationRequired, InvalidRequest, ProviderError, WanMcpError
 from server.jobs.runner import JobRunner, ProgressCallback, Submission
 from server.jobs.store import Job, JobStore, new_task_id, open_store
+from server.jobs.variants import group_estimate, parse_variants, take_values, wait_for_takes
 from server.media import MediaService
 from server.media.archive import sweep_partials
 from server.providers import build_providers
@@ -50,6 +51,7 @@ class CallOptions:
     new_take: bool
     fix_image: bool
     confirm_cost_usd: float | None
+    variants: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +90,12 @@ class Core:
             ) from None
 
     async def estimate(self, spec: ModelSpec, arguments: Mapping[str, Any]) -> EstimateResult:
-        """The price of one job with these arguments, and where the figure comes from.
+        """The price of one job (or of ``variants`` takes) with these arguments, and its source.
 
         Takes every argument the generate tool takes, checked the same way, none required. Nothing
         is read, uploaded or submitted; only a price quote may be asked for (priced values only).
         """
-        self.call_options(arguments)
+        options = self.call_options(arguments)
         given = [k for k, v in arguments.items() if v is not None and k not in SERVER_ARGUMENTS]
         values = validate_estimate(spec, {k: v for k, v in arguments.items() if k not in SERVER_ARGUMENTS})
         priced = {p.name: values[p.name] for p in spec.priced_params}
@@ -114,7 +116,7 @@ class Core:
                     )
         return EstimateResult(
             model=spec.slug,
-            estimate=estimate,
+            estimate=group_estimate(estimate, options.variants),
             parameters=priced,
             priced_by=tuple(name for name in given if name in priced),
             not_priced=tuple(name for name in given if name not in priced),
@@ -159,6 +161,7 @@ class Core:
             new_take=_flag(arguments.get("new_take"), "new_take"),
             fix_image=_flag(arguments.get("fix_image"), "fix_image"),
             confirm_cost_usd=None if confirm is None else float(confirm),
+            variants=parse_variants(arguments.get("variants")),
         )
 
     def price_to_confirm(self, spec: ModelSpec, arguments: Mapping[str, Any]) -> Estimate | None:
@@ -172,6 +175,7 @@ class Core:
             return None
         model_arguments = {k: v for k, v in arguments.items() if k not in SERVER_ARGUMENTS}
         estimate = catalog_price(spec, validate_generate(spec, model_arguments))
+        estimate = group_estimate(estimate, parse_variants(arguments.get("variants")))
         if estimate.usd <= threshold + 1e-9:
             return None
         agreed = arguments.get("confirm_cost_usd")
@@ -202,12 +206,26 @@ class Core:
         values = validate_generate(spec, {k: v for k, v in arguments.items() if k not in SERVER_ARGUMENTS})
         if to_confirm is not None:
             threshold = self.settings.spend.confirm_above_usd or 0.0
+            what = "job" if options.variants == 1 else f"set of {options.variants} takes"
             raise ConfirmationRequired(
-                f"This {spec.slug} job costs about ${to_confirm.usd:.2f} ({to_confirm.basis}), above the "
+                f"This {spec.slug} {what} costs about ${to_confirm.usd:.2f} ({to_confirm.basis}), above the "
                 f"${threshold:.2f} that needs the user's agreement. Nothing was sent. Ask the user; if they "
                 f"agree, call again with confirm_cost_usd={to_confirm.usd:.2f}."
             )
         estimate = catalog_price(spec, values)
+        if options.variants > 1:
+            takes = take_values(spec, values, options.variants, new_take=options.new_take)
+            submissions = await self.runner.submit_takes(
+                spec, takes, estimate, new_take=options.new_take, fix_image=options.fix_image, as_task=as_task
+            )
+            started = [s.job for s in submissions]
+            wait = 0.0 if as_task else options.wait_seconds
+            jobs = await wait_for_takes(self.runner, started, wait, on_progress)
+            return Submission(
+                jobs[0],
+                duplicate=submissions[0].duplicate,
+                takes=tuple(zip(jobs, (s.duplicate for s in submissions), strict=True)),
+            )
         submission = await self.runner.submit(
             spec, values, estimate, new_take=options.new_take, fix_image=options.fix_image, as_task=as_task
         )
@@ -222,6 +240,10 @@ class Core:
         """A job's journal row, after waiting up to ``wait_seconds`` for it to end."""
         wait = self.parse_wait(wait_seconds)
         job = await self.store.get(job_id)
+        if job.group_id is not None:  # any take of a variants call answers for all of them
+            jobs = [await self._settled(take) for take in await self.store.group(job.group_id)]
+            settled = await wait_for_takes(self.runner, jobs, wait, on_progress)
+            return next(take for take in settled if take.id == job.id)
         if job.status == "unconfirmed":
             job = await self.runner.reconcile(job)
         if not job.is_live or wait <= 0:
@@ -232,8 +254,10 @@ class Core:
     async def task(self, task_id: str) -> Job | None:
         """The job followed as ``task_id``, moved along as ``get_result`` would (without waiting)."""
         job = await self.store.by_task(task_id)
-        if job is None:
-            return None
+        return None if job is None else await self._settled(job)
+
+    async def _settled(self, job: Job) -> Job:
+        """The job, after looking an unconfirmed submission up at the provider; followed if live."""
         if job.status == "unconfirmed":
             job = await self.runner.reconcile(job)
         await self.runner.follow(job)

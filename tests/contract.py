@@ -89,9 +89,9 @@ CONTRACT_TOOLS = sorted(
     + [f"{slug}_estimate_cost" for slug in PARAMS]
     + ["get_result"]
 )
-# The contract's eleven tools, plus the spend ledger the project adds and the player's app-only
-# video reader (listed to every client; Apps hosts hide it from the model).
-TOOL_NAMES = sorted([*CONTRACT_TOOLS, "list_jobs", "read_video_chunk"])
+# The contract's eleven tools, plus the spend ledger the project adds, the player's app-only
+# video reader (listed to every client; Apps hosts hide it from the model) and stitch_videos.
+TOOL_NAMES = sorted([*CONTRACT_TOOLS, "list_jobs", "read_video_chunk", "stitch_videos"])
 
 
 def bad_values(slug: str) -> list[tuple[str, Any]]:

@@ -80,7 +80,7 @@ async def test_a_job_is_archived_even_when_no_call_waits(
     video = Path(final["local_path"])
     assert video.parent == folder
     stem = video.stem
-    assert files(folder) == [f"{stem}.jpg", f"{stem}.json", f"{stem}.mp4"]
+    assert files(folder) == [f"{stem}.jpg", f"{stem}.json", f"{stem}.mp4", f"{stem}.sheet.jpg"]
     assert record["job_id"] in stem
     assert stem[:10] == time.strftime("%Y-%m-%d")
     frames, duration, _ = decoded(video)
@@ -103,16 +103,17 @@ async def test_a_job_is_archived_even_when_no_call_waits(
 
 
 @pytest.mark.anyio
-async def test_the_result_shows_a_poster_and_links_the_mp4(client: Client, settings: Settings) -> None:
+async def test_the_result_shows_a_contact_sheet_and_links_the_mp4(client: Client, settings: Settings) -> None:
     result = await generate(client, "wan22_i2v_flash")
     record = structured(result)
-    [poster] = [b for b in result.content if isinstance(b, ImageContent)]
-    assert poster.mime_type == "image/jpeg"
-    data = base64.b64decode(poster.data)
-    assert len(data) < 60_000
+    [sheet] = [b for b in result.content if isinstance(b, ImageContent)]
+    assert sheet.mime_type == "image/jpeg"
+    data = base64.b64decode(sheet.data)
+    assert len(data) <= 100 * 1024
     image = Image.open(io.BytesIO(data))
     assert image.format == "JPEG"
-    assert image.width <= 320
+    assert image.width <= 3 * 320 + 4 * 4
+    assert data == Path(record["local_path"]).with_suffix(".sheet.jpg").read_bytes()
 
     links = [b for b in result.content if isinstance(b, ResourceLink)]
     assert [link.uri for link in links] == [

@@ -154,7 +154,12 @@ async def test_a_download_killed_midway_leaves_no_temporary_file_behind(tmp_path
                 )
     assert done is not None
     assert done["status"] == "completed"
-    assert sorted(p.suffix for p in (home / "videos").iterdir()) == [".jpg", ".json", ".mp4"]
+    assert sorted(p.name.split(".", 1)[1] for p in (home / "videos").iterdir()) == [
+        "jpg",
+        "json",
+        "mp4",
+        "sheet.jpg",
+    ]
 
 
 @pytest.mark.anyio

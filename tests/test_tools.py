@@ -72,6 +72,7 @@ async def test_models_setting_registers_only_the_named_models(tmp_path: Path, em
         "get_result",
         "list_jobs",
         "read_video_chunk",
+        "stitch_videos",
         "wan22_i2v_flash_estimate_cost",
         "wan22_i2v_flash_generate_video",
     ]

@@ -263,13 +263,12 @@ def _param_strategy(param: ParamSpec) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def valid_calls(draw: st.DrawFn) -> tuple[ModelSpec, dict[str, Any]]:
-    spec = draw(st.sampled_from(MODELS))
+def valid_calls(draw: st.DrawFn, spec: ModelSpec) -> dict[str, Any]:
     arguments: dict[str, Any] = {}
     for param in spec.param:
         if param.required or draw(st.booleans()):
             arguments[param.name] = draw(_param_strategy(param))
-    return spec, arguments
+    return arguments
 
 
 @contextmanager
@@ -284,22 +283,24 @@ def _portal_client(home: Path) -> Iterator[tuple[BlockingPortal, Client, Emulato
             yield portal, opened, emulator
 
 
-def test_valid_argument_sets_complete_once_or_are_refused_with_a_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spec", MODELS, ids=[m.slug for m in MODELS])
+def test_valid_argument_sets_complete_once_or_are_refused_with_a_reason(
+    tmp_path: Path, spec: ModelSpec
+) -> None:
     data_uri = "data:image/png;base64," + base64.b64encode(LAST_FRAME).decode()
-    seen: list[str] = []
+    seen: list[dict[str, Any]] = []
     with _portal_client(tmp_path / "home") as (portal, client, emulator):
 
         @settings(
-            max_examples=40,
+            max_examples=10,
             deadline=None,
             derandomize=True,
             database=None,
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         )
-        @given(valid_calls())
-        def check(call: tuple[ModelSpec, dict[str, Any]]) -> None:
-            spec, arguments = call
-            arguments = {k: data_uri if v == "DATA" else v for k, v in arguments.items()}
+        @given(valid_calls(spec))
+        def check(drawn: dict[str, Any]) -> None:
+            arguments = {k: data_uri if v == "DATA" else v for k, v in drawn.items()}
             # Hypothesis may draw the same set twice: a new take is a new submit either way.
             arguments["new_take"] = True
             before = len(emulator.submissions())
@@ -317,7 +318,7 @@ def test_valid_argument_sets_complete_once_or_are_refused_with_a_reason(tmp_path
             expected = _expected_price(spec, arguments)
             if expected is not None:
                 assert structured(estimate)["usd"] == pytest.approx(expected)
-            seen.append(spec.slug)
+            seen.append(arguments)
 
         check()
-    assert set(seen) == {m.slug for m in MODELS}
+    assert len(seen) >= 5, f"Hypothesis ran only {len(seen)} valid calls of {spec.slug}"

@@ -82,6 +82,7 @@ def server_parameters(settings: Settings) -> dict[str, Any]:
         "wait_seconds": wait_schema(settings),
         "new_take": {"type": "boolean", "default": False},
         "fix_image": {"type": "boolean", "default": False},
+        "variants": {"enum": [1, 2, 3, 4]},
     }
     if settings.spend.confirm_above_usd is not None:
         params["confirm_cost_usd"] = {
@@ -161,7 +162,7 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
             raise ToolError(str(exc)) from exc
         if task is not None:
             task.submission = submission
-        return job_result(submission.job, core, duplicate=submission.duplicate)
+        return await job_result(submission.job, core, duplicate=submission.duplicate, takes=submission.takes)
 
     # Set after the fact: the resolver is a local function, which a string annotation can't name.
     generate_video.__annotations__["confirmation"] = Annotated[
@@ -223,7 +224,7 @@ def get_result_tool(settings: Settings) -> Tool:
             )
         except WanMcpError as exc:
             raise ToolError(str(exc)) from exc
-        return job_result(job, core)
+        return await job_result(job, core)
 
     schema = {
         "type": "object",
@@ -302,11 +303,14 @@ def _list_filters(arguments: dict[str, Any], slugs: list[str]) -> dict[str, Any]
 
 
 def build_tools(models: list[ModelSpec], settings: Settings) -> list[Tool]:
-    """Every tool for the enabled models, in catalog order, then get_result."""
+    """Every tool for the enabled models, in catalog order, then list_jobs, get_result, stitch_videos."""
     tools: list[Tool] = []
     for spec in models:
         tools.append(generate_tool(spec, settings))
         tools.append(estimate_tool(spec))
     tools.append(list_jobs_tool(models))
     tools.append(get_result_tool(settings))
+    from tools.stitch import stitch_tool
+
+    tools.append(stitch_tool())
     return tools

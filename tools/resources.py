@@ -1,4 +1,5 @@
-"""Resources: a job's JSON record, its saved MP4 and the list of recent jobs."""
+"""Resources: a job's JSON record, its saved MP4, the list of recent jobs; frames and contact
+sheets of saved videos, and stitched videos."""
 
 from __future__ import annotations
 
@@ -9,9 +10,29 @@ import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 
-from server.errors import JobNotFound
+from server.errors import JobNotFound, WanMcpError
+from server.media.frames import (
+    FrameRef,
+    extract_frame,
+    parse_frame_uri,
+    save_contact_sheet,
+    saved_video,
+    sheet_path,
+)
+from server.media.stitch import find_stitch
+from server.media.video import VideoError
 from tools import AppContext, core_of
-from tools.results import JOB_URI, JOB_VIDEO_URI, JOBS_URI, job_record
+from tools.results import (
+    CONTACT_SHEET_URI,
+    FRAME_AT_URI,
+    FRAME_FIRST_URI,
+    FRAME_LAST_URI,
+    JOB_URI,
+    JOB_VIDEO_URI,
+    JOBS_URI,
+    job_record,
+)
+from tools.stitch import STITCH_URI
 
 # Resource contents travel as base64 inside one JSON-RPC message; past this, use local_path.
 MAX_VIDEO_RESOURCE_BYTES = 64 * 1024 * 1024
@@ -67,6 +88,91 @@ def register_resources(server: MCPServer) -> None:
         jobs = await core.store.recent(max(1, min(limit, 200)))
         return json.dumps([job_record(job, core) for job in jobs], indent=2)
 
+    register_media_resources(server)
+
+
+def register_media_resources(server: MCPServer) -> None:
+    """Frames and contact sheets of saved videos, and stitched videos."""
+
+    async def frame(job_id: str, ref: FrameRef, ctx: AppContext) -> bytes:
+        store = core_of(ctx).store
+        try:
+            video = await saved_video(store, job_id)
+            found = await anyio.to_thread.run_sync(extract_frame, video, ref)
+        except (WanMcpError, VideoError) as exc:
+            raise ResourceError(f"No frame: {exc}") from exc
+        return found.png
+
+    @server.resource(
+        FRAME_FIRST_URI,
+        name="job_first_frame",
+        title="First frame of a job's video",
+        description="PNG. Also accepted as image/last_image by every generate tool.",
+        mime_type="image/png",
+    )
+    async def first_frame(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
+        return await frame(job_id, FrameRef(job_id, "first"), ctx)
+
+    @server.resource(
+        FRAME_LAST_URI,
+        name="job_last_frame",
+        title="Last frame of a job's video",
+        description="PNG. Pass this URI as image to continue the shot.",
+        mime_type="image/png",
+    )
+    async def last_frame(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
+        return await frame(job_id, FrameRef(job_id, "last"), ctx)
+
+    @server.resource(
+        FRAME_AT_URI,
+        name="job_frame_at",
+        title="Frame of a job's video at a time",
+        description="PNG of the frame shown at {seconds} (e.g. 2.5).",
+        mime_type="image/png",
+    )
+    async def frame_at(job_id: str, seconds: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
+        ref = parse_frame_uri(f"wan-video://jobs/{job_id}/frames/at/{seconds}")
+        if ref is None:
+            raise ResourceError(f"'{seconds}' is not a time in seconds such as 2.5.")
+        return await frame(job_id, ref, ctx)
+
+    @server.resource(
+        CONTACT_SHEET_URI,
+        name="job_contact_sheet",
+        title="Contact sheet of a job's video",
+        description="JPEG grid (<= 100 KB) of six evenly spaced frames, each labelled with its time.",
+        mime_type="image/jpeg",
+    )
+    async def sheet(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
+        store = core_of(ctx).store
+        try:
+            video = await saved_video(store, job_id)
+            return await anyio.to_thread.run_sync(_sheet_bytes, video)
+        except (WanMcpError, VideoError) as exc:
+            raise ResourceError(f"No contact sheet: {exc}") from exc
+
+    @server.resource(
+        STITCH_URI,
+        name="stitched_video",
+        title="Stitched video",
+        description="An MP4 made by stitch_videos, as saved in the output folder.",
+        mime_type="video/mp4",
+    )
+    async def stitched(stitch_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
+        folder = core_of(ctx).settings.videos_dir
+        path = await anyio.to_thread.run_sync(find_stitch, folder, stitch_id)
+        if path is None:
+            raise ResourceError(f"No stitched video has the id '{stitch_id}'; stitch_videos returns it.")
+        return await anyio.to_thread.run_sync(_read_video, path, stitch_id)
+
+
+def _sheet_bytes(video: Path) -> bytes:
+    """The saved sheet, made now for a video archived before sheets existed."""
+    path = sheet_path(video)
+    if not path.is_file():
+        path = save_contact_sheet(video)
+    return path.read_bytes()
+
 
 def _read_video(path: Path, job_id: str) -> bytes:
     try:
@@ -80,4 +186,4 @@ def _read_video(path: Path, job_id: str) -> bytes:
         raise ResourceError(f"The saved video of job {job_id} cannot be read ({exc.strerror}).") from exc
 
 
-__all__ = ["register_resources"]
+__all__ = ["register_media_resources", "register_resources"]

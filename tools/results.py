@@ -1,5 +1,5 @@
 """What a job looks like to an agent: structured content, a short text, a resource link and,
-once the video is saved, its poster frame."""
+once the video is saved, its contact sheet (or, without one, its poster frame)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 import logging
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,17 @@ from server.core import Core, EstimateResult
 from server.jobs.runner import describe_progress
 from server.jobs.store import Job
 from server.ledger import Ledger, ledger_summary
+from server.media.frames import sheet_path
 
 log = logging.getLogger("wan_video_mcp.tools")
 
 JOB_URI = "wan-video://jobs/{job_id}"
 JOB_VIDEO_URI = "wan-video://jobs/{job_id}/video"
 JOBS_URI = "wan-video://jobs"
+FRAME_FIRST_URI = "wan-video://jobs/{job_id}/frames/first"
+FRAME_LAST_URI = "wan-video://jobs/{job_id}/frames/last"
+FRAME_AT_URI = "wan-video://jobs/{job_id}/frames/at/{seconds}"
+CONTACT_SHEET_URI = "wan-video://jobs/{job_id}/contact-sheet"
 # A poster is a few tens of KB; anything much bigger is not one of ours.
 MAX_POSTER_BYTES = 512 * 1024
 BILLED_CANCEL = (
@@ -69,6 +75,10 @@ def job_record(job: Job, core: Core) -> dict[str, Any]:
             record["local_path"] = job.local_path
         if job.poster_path:
             record["poster_path"] = job.poster_path
+        if job.local_path and _existing(str(sheet_path(Path(job.local_path)))) is not None:
+            record["contact_sheet"] = CONTACT_SHEET_URI.format(job_id=job.id)
+        if job.local_path:
+            record["last_frame"] = FRAME_LAST_URI.format(job_id=job.id)
     if job.status in ("failed", "unconfirmed", "cancelled"):
         record["error"] = job.error or "unknown error"
     if job.cancel_requested_at is not None:
@@ -122,9 +132,21 @@ def next_step(job: Job) -> str:
             )
 
 
-def job_result(job: Job, core: Core, *, duplicate: bool = False) -> CallToolResult:
+async def job_result(
+    job: Job,
+    core: Core,
+    *,
+    duplicate: bool = False,
+    takes: Sequence[tuple[Job, bool]] = (),
+) -> CallToolResult:
     """A generate or get_result answer; ``duplicate`` when a generate call was answered with an
-    earlier job because it repeated that job's request."""
+    earlier job because it repeated that job's request.
+
+    Any take of a variants call answers for every take: ``takes`` as a generate call got them,
+    or, when not given, the takes journaled in its group.
+    """
+    if not takes and job.group_id is not None:
+        takes = [(take, False) for take in await core.store.group(job.group_id)]
     record = job_record(job, core)
     sandbox = " [sandbox: emulated provider, no cost]" if job.sandbox else ""
     text = f"Job {job.id} ({job.model}) is {job.status}.{sandbox} {next_step(job)}"
@@ -139,7 +161,45 @@ def job_result(job: Job, core: Core, *, duplicate: bool = False) -> CallToolResu
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     if job.status == "completed":
         content.extend(completed_blocks(job))
-    return CallToolResult(content=content, structured_content=record, is_error=job.status == "failed")
+    failed = job.status == "failed"
+    group_id = next((take.group_id for take, _ in takes if take.group_id), job.id)
+    if len(takes) > 1:
+        record["group_id"] = group_id
+        record["takes"] = [_take_record(take, repeat) for take, repeat in takes]
+        failed = all(take.status == "failed" for take, _ in takes)
+        content[0] = TextContent(type="text", text=_takes_text(group_id, job.model, takes, sandbox))
+        for take, _ in takes:
+            if take.status == "completed" and take.id != job.id:
+                content.extend(completed_blocks(take))
+    return CallToolResult(content=content, structured_content=record, is_error=failed)
+
+
+def _take_record(job: Job, repeat: bool) -> dict[str, Any]:
+    take: dict[str, Any] = {"job_id": job.id, "seed": job.params.get("seed"), "status": job.status}
+    if job.status == "completed":
+        take["video_url"] = job.video_url
+        if job.local_path:
+            take["local_path"] = job.local_path
+    if job.status in ("failed", "unconfirmed", "cancelled"):
+        take["error"] = job.error or "unknown error"
+    if repeat:
+        take["duplicate_of_earlier_request"] = True
+    return take
+
+
+def _takes_text(group_id: str, model: str, takes: Sequence[tuple[Job, bool]], sandbox: str) -> str:
+    lines = [f"{len(takes)} takes of {model}, one job each.{sandbox}"]
+    for number, (take, repeat) in enumerate(takes, start=1):
+        again = " (repeats an earlier request; not paid again)" if repeat else ""
+        lines.append(f"Take {number}: job {take.id}, seed {take.params.get('seed')}: {take.status}{again}.")
+    if any(take.is_live or take.status == "unconfirmed" for take, _ in takes):
+        lines.append(
+            f"Call get_result with job_id '{group_id}' (and wait_seconds) to follow every take; "
+            "do not generate again."
+        )
+    else:
+        lines.append("Every take has ended; the contact sheets below show each completed one.")
+    return "\n".join(lines)
 
 
 def completed_blocks(job: Job) -> list[ContentBlock]:
@@ -171,7 +231,9 @@ def completed_blocks(job: Job) -> list[ContentBlock]:
                 size=size,
             )
         )
-    poster = poster_base64(job.poster_path)
+    # The contact sheet stands in for the poster: several frames show the motion, not one.
+    sheet = poster_base64(str(sheet_path(Path(job.local_path)))) if job.local_path else None
+    poster = sheet or poster_base64(job.poster_path)
     if poster is not None:
         blocks.append(ImageContent(type="image", data=poster, mime_type="image/jpeg"))
     return blocks

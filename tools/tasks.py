@@ -170,7 +170,7 @@ class VideoTasks(Extension):
         task = self._task(job, core)
         if task["status"] == "completed":
             try:
-                result = job_result(job, core)
+                result = await job_result(job, core)
                 task["result"] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
             except Exception as exc:  # noqa: BLE001 - a fault of ours is the task's error, not the client's
                 task.update(

@@ -101,7 +101,7 @@ class ParamSpec(_Frozen):
                 f"{_show(LORA_SCALE_MIN)}-{_show(LORA_SCALE_MAX)}}}"
             )
         if self.kind == "image":
-            return "an https:// URL, a data: URI or a local file path"
+            return "an https:// URL, a data: URI, a local file path or a wan-video:// frame URI"
         return "text"
 
     @model_validator(mode="after")

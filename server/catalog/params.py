@@ -26,7 +26,7 @@ from server.errors import InvalidRequest
 JsonSchema = dict[str, Any]
 NOTHING_SENT = "Nothing was sent and nothing was charged."
 # The generate tool's own arguments beside the model's (the core checks them).
-SERVER_ARGUMENTS = ("wait_seconds", "new_take", "fix_image", "confirm_cost_usd")
+SERVER_ARGUMENTS = ("wait_seconds", "new_take", "fix_image", "confirm_cost_usd", "variants")
 
 
 def _reject_bool(value: object) -> object:

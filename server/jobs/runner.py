@@ -22,7 +22,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,10 +66,15 @@ CANCELLED_UNSENT = "Cancelled before it was sent to the provider; nothing was ch
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """The job a generate call is answered with; ``duplicate`` when it is an earlier one."""
+    """The job a generate call is answered with; ``duplicate`` when it is an earlier one.
+
+    ``takes``: for a variants call, every take (the first is ``job``) and whether it is an
+    earlier job.
+    """
 
     job: Job
     duplicate: bool
+    takes: tuple[tuple[Job, bool], ...] = ()
 
 
 def request_hash(model: str, params: Mapping[str, Any]) -> str:
@@ -293,6 +298,33 @@ class JobRunner:
             ConfigError, InvalidRequest, SpendRefused: before anything is written or sent.
             ProviderError: the provider refused it; the row records the refusal.
         """
+        [submission] = await self.submit_takes(
+            spec, [values], estimate, new_take=new_take, fix_image=fix_image, as_task=as_task
+        )
+        return submission
+
+    async def submit_takes(
+        self,
+        spec: ModelSpec,
+        takes: Sequence[Mapping[str, Any]],
+        estimate: Estimate,
+        *,
+        new_take: bool = False,
+        fix_image: bool = False,
+        as_task: bool = False,
+    ) -> list[Submission]:
+        """``submit`` for several takes of one request (the same images, e.g. other seeds).
+
+        The images are prepared once; every take is its own row, with its own duplicate check,
+        and the rows are written in one transaction that checks the budget for them all, so a
+        set that does not fit is refused whole. Takes of more than one share the first one's id
+        as ``group_id``. If the provider refuses a take, the takes not yet sent are recorded as
+        refused (nothing sent, nothing charged); the error is raised only when no take was sent.
+
+        Raises:
+            ConfigError, InvalidRequest, SpendRefused: before anything is written or sent.
+            ProviderError: the provider refused the first take sent; its row records the refusal.
+        """
         provider = self.provider_for(spec)
         provider.require_key()
         spend = self._settings.spend
@@ -302,53 +334,88 @@ class JobRunner:
                 f"${spend.max_job_usd:.2f}. Nothing was sent. Choose a shorter or lower-resolution video, a "
                 "cheaper model, or raise WAN_MCP_MAX_JOB_USD."
             )
-        prepared = await self._media.prepare_images(spec, values, fix=fix_image)
-        body = build_body(spec, prepared.values)
+        prepared = await self._media.prepare_images(spec, takes[0], fix=fix_image)
         now = time.time()
-        candidate = Job(
-            id=new_job_id(spec.slug),
-            model=spec.slug,
-            provider=spec.provider,
-            status="queued",
-            submit_state="held" if as_task else "pending",
-            params=prepared.journal_values,
-            request_hash=request_hash(spec.slug, body),
-            created_at=now,
-            updated_at=now,
-            estimate_usd=estimate.usd,
-            estimate_source=estimate.source,
-            sandbox=self._settings.sandbox,
-            notes=tuple(prepared.notes),
-            task_id=new_task_id() if as_task else None,
-            webhook=spec.provider in self.webhook_providers,
-            # The submit holds the row's lease: a pending or held row whose lease runs out was
-            # interrupted.
-            lease_owner=self.owner,
-            lease_until=now + self._hold_seconds,
-        )
-        job = await self._store.insert_checked(
-            candidate,
+        group_id = new_job_id(spec.slug) if len(takes) > 1 else None
+        candidates: list[tuple[Job, dict[str, Any]]] = []
+        for number, take in enumerate(takes):
+            # What the preparation made of the first take, with what this take has of its own (its seed).
+            own = {k: v for k, v in take.items() if k not in takes[0] or takes[0][k] != v}
+            ready = {**prepared.values, **own}
+            journal = {**prepared.journal_values, **own}
+            body = build_body(spec, ready)
+            notes = list(prepared.notes)
+            if group_id is not None:
+                notes.append(f"Take {number + 1} of {len(takes)}, seed {take.get('seed')}.")
+            job = Job(
+                id=group_id if number == 0 and group_id else new_job_id(spec.slug),
+                model=spec.slug,
+                provider=spec.provider,
+                status="queued",
+                submit_state="held" if as_task else "pending",
+                params=journal,
+                request_hash=request_hash(spec.slug, body),
+                # Microseconds apart, so the takes keep their order in the journal.
+                created_at=now + number * 1e-6,
+                updated_at=now,
+                estimate_usd=estimate.usd,
+                estimate_source=estimate.source,
+                sandbox=self._settings.sandbox,
+                notes=tuple(notes),
+                task_id=new_task_id() if as_task else None,
+                group_id=group_id,
+                webhook=spec.provider in self.webhook_providers,
+                # The submit holds the row's lease: a pending or held row whose lease runs out was
+                # interrupted.
+                lease_owner=self.owner,
+                lease_until=now + self._settings.poll.lease_seconds,
+            )
+            candidates.append((job, body))
+        rows = await self._store.insert_checked_many(
+            [job for job, _ in candidates],
             budget_usd=spend.budget_usd,
             budget_since=now - spend.budget_period_hours * 3600,
             duplicate_since=None if new_take or spend.dedupe_hours <= 0 else now - spend.dedupe_hours * 3600,
         )
-        if job.id != candidate.id:
-            log.info("request for %s repeats %s; not submitted again", spec.slug, job.id)
-            await self.follow(job)
-            return Submission(job, duplicate=True)
-        self._submitting.add(job.id)
-        if as_task:
-            self._tg.start_soon(self._send_held, job.id, spec, body, name=f"send {job.id}")
-            return Submission(job, duplicate=False)
-        try:
-            with anyio.CancelScope(shield=True):
-                job = await self._submit_once(job, provider, spec, body)
-        finally:
-            self._submitting.discard(job.id)
-        if job.provider_job_id is not None:
-            log.info("submitted %s as %s/%s", job.id, spec.provider, job.provider_job_id)
-            await self.follow(job, submitted=True)
-        return Submission(job, duplicate=False)
+        submissions: list[Submission] = []
+        refusal: ProviderError | None = None
+        for (candidate, body), job in zip(candidates, rows, strict=True):
+            if job.id != candidate.id:
+                log.info("request for %s repeats %s; not submitted again", spec.slug, job.id)
+                await self.follow(job)
+                submissions.append(Submission(job, duplicate=True))
+                continue
+            if refusal is not None:
+                job = await self._update(
+                    job.id,
+                    status="failed",
+                    submit_state="refused",
+                    finished_at=time.time(),
+                    error=f"Not sent, because the provider refused an earlier take: {refusal}",
+                )
+                submissions.append(Submission(job, duplicate=False))
+                continue
+            self._submitting.add(job.id)
+            if as_task:
+                self._tg.start_soon(self._send_held, job.id, spec, body, name=f"send {job.id}")
+                submissions.append(Submission(job, duplicate=False))
+                continue
+            try:
+                with anyio.CancelScope(shield=True):
+                    job = await self._submit_once(job, provider, spec, body)
+            except ProviderError as exc:
+                refusal = exc
+                submissions.append(Submission(await self._store.get(job.id), duplicate=False))
+                continue
+            finally:
+                self._submitting.discard(job.id)
+            if job.provider_job_id is not None:
+                log.info("submitted %s as %s/%s", job.id, spec.provider, job.provider_job_id)
+                await self.follow(job, submitted=True)
+            submissions.append(Submission(job, duplicate=False))
+        if refusal is not None and not any(s.job.submit_state != "refused" for s in submissions):
+            raise refusal
+        return submissions
 
     async def _send_held(self, job_id: str, spec: ModelSpec, body: dict[str, Any]) -> None:
         """Send a held job once it has a place under the provider's rate limit, unless cancelled."""

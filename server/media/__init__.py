@@ -10,6 +10,7 @@ which does not document base64 inputs for Wan, gets the URL of an upload.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,12 +22,24 @@ import anyio.to_thread
 import httpx
 
 from server.catalog import ModelSpec, ParamSpec, size_of
+from server.errors import InvalidRequest, JobNotFound
 from server.jobs.store import Job, JobStore
 from server.media.archive import Archiver
 from server.media.fetch import Resolver, UrlPolicy
+from server.media.frames import (
+    extract_frame,
+    is_frame_uri,
+    parse_frame_uri,
+    save_contact_sheet,
+    saved_video,
+)
 from server.media.images import ReadyImage, check_image, decode_data_uri, read_local, refuse
 from server.media.uploads import WaveSpeedUploads
+from server.media.video import VideoError
 from server.settings import Settings
+
+log = logging.getLogger("wan_video_mcp.media")
+SHEET_CONCURRENCY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +57,7 @@ class Archived:
 
     video_path: Path
     poster_path: str | None = None
+    sheet_path: Path | None = None
 
 
 def journal_form(value: str) -> str:
@@ -105,6 +119,10 @@ class MediaService:
     ) -> None:
         self._settings = settings
         self._client = client
+        self._store = store
+        # Sheets are not urgent: a burst of finished jobs makes them two at a time, not one per
+        # worker thread (each decode holds its thumbnails and the decoder's frame buffers).
+        self._sheets = anyio.CapacityLimiter(SHEET_CONCURRENCY)
         self._policy = UrlPolicy.from_settings(settings, resolver)
         self._uploads = WaveSpeedUploads(settings, client, store, self._policy)
         self._archiver = Archiver(settings, client, self._policy)
@@ -124,6 +142,7 @@ class MediaService:
         ready = dict(values)
         journal = dict(ready)
         checked: dict[str, ReadyImage] = {}
+        notes: list[str] = []
         for param in spec.param:
             if param.kind != "image" or ready.get(param.name) is None:
                 continue
@@ -132,8 +151,13 @@ class MediaService:
             ready[param.name] = raw
             if raw.startswith("https://"):
                 continue
+            if is_frame_uri(raw):
+                data, note = await self._frame(param.name, raw)
+                notes.append(note)
+                checked[param.name] = await self._checked(spec, param.name, data, fix)
+                continue
             checked[param.name] = await self._check(spec, param.name, raw, fix)
-        notes = [f"{name}: {'; '.join(image.changes)}." for name, image in checked.items() if image.changes]
+        notes += [f"{name}: {'; '.join(image.changes)}." for name, image in checked.items() if image.changes]
         for param in spec.param:
             if param.fits_image:
                 chosen, note = fit_to_image(param, ready.get(param.name), checked.get("image"))
@@ -153,7 +177,38 @@ class MediaService:
         else:
             roots = self._settings.readable_dirs
             data = await anyio.to_thread.run_sync(partial(read_local, name, raw, roots, limits, fix))
-        return await anyio.to_thread.run_sync(partial(check_image, name, data, limits, spec.slug, fix))
+        return await self._checked(spec, name, data, fix)
+
+    async def _checked(self, spec: ModelSpec, name: str, data: bytes, fix: bool) -> ReadyImage:
+        return await anyio.to_thread.run_sync(partial(check_image, name, data, spec.image, spec.slug, fix))
+
+    async def _frame(self, name: str, raw: str) -> tuple[bytes, str]:
+        """The PNG of a frame of one of our saved videos, and the note that says which it is."""
+        ref = parse_frame_uri(raw)
+        if ref is None:
+            raise refuse(
+                name,
+                "is a wan-video:// URI but not a frame; use wan-video://jobs/{job_id}/frames/first, "
+                ".../frames/last or .../frames/at/{seconds}.",
+            )
+        if self._store is None:
+            raise refuse(name, "names a frame, but this server keeps no journal to find its job in.")
+        try:
+            video = await saved_video(self._store, ref.job_id)
+            frame = await anyio.to_thread.run_sync(extract_frame, video, ref)
+        except JobNotFound:
+            raise refuse(
+                name,
+                f"names a frame of job '{ref.job_id}', which this server does not know; use a job_id "
+                "from a generate call (list_jobs shows them).",
+            ) from None
+        except (InvalidRequest, VideoError) as exc:
+            raise refuse(name, f"names a frame that cannot be used: {exc}.") from None
+        note = (
+            f"{name}: {ref.describe()} of job {ref.job_id} (frame {frame.index}, at {frame.seconds:g} s, "
+            f"{frame.width}x{frame.height} px)."
+        )
+        return frame.png, note
 
     async def _deliver(self, spec: ModelSpec, image: ReadyImage) -> str:
         if spec.provider == "vtrix":
@@ -170,7 +225,12 @@ class MediaService:
         if job.video_url is None:
             return None
         saved = await self._archiver.save(job, spec)
-        return Archived(video_path=saved.video, poster_path=str(saved.poster))
+        try:
+            sheet = await anyio.to_thread.run_sync(save_contact_sheet, saved.video, limiter=self._sheets)
+        except (VideoError, OSError) as exc:
+            log.warning("no contact sheet for %s (%s); the poster stands in", job.id, exc)
+            sheet = None
+        return Archived(video_path=saved.video, poster_path=str(saved.poster), sheet_path=sheet)
 
 
 __all__ = ["Archived", "MediaService", "PreparedInputs", "journal_form"]

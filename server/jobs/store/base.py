@@ -24,7 +24,7 @@ import json
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from server.errors import JobNotFound, SpendRefused
@@ -89,6 +89,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN cancel_requested_at REAL;
     CREATE UNIQUE INDEX jobs_task ON jobs(task_id)
     """,
+    # Takes of one variants call share the first take's id.
+    "ALTER TABLE jobs ADD COLUMN group_id TEXT; CREATE INDEX jobs_group ON jobs(group_id)",
     # Several processes on one journal: who polls a live job, until when; whether the provider
     # calls back; and the webhook deliveries already seen.
     """
@@ -140,6 +142,7 @@ class Job:
     notes: tuple[str, ...] = ()
     task_id: str | None = None
     cancel_requested_at: float | None = None
+    group_id: str | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
     webhook: bool = False
@@ -178,16 +181,27 @@ def not_found(job_id: str) -> JobNotFound:
     )
 
 
-def over_budget(price: float, budget_usd: float, spent: float) -> SpendRefused | None:
-    """The refusal for a job of ``price`` when ``spent`` is already gone, or None if it fits."""
+def over_budget(price: float, budget_usd: float, spent: float, takes: int = 1) -> SpendRefused | None:
+    """The refusal for ``takes`` new jobs costing ``price`` together when ``spent`` is already
+    gone, or None if they fit."""
     if spent + price <= budget_usd + 1e-9:
         return None
     left = max(budget_usd - spent, 0.0)
+    what = "This job costs" if takes == 1 else f"These {takes} takes cost"
     return SpendRefused(
-        f"This job costs about ${price:.2f}, but only ${left:.2f} of the ${budget_usd:.2f} "
+        f"{what} about ${price:.2f}, but only ${left:.2f} of the ${budget_usd:.2f} "
         f"budget is left (${spent:.2f} spent in the current period). Nothing was sent. Raise "
-        "WAN_MCP_BUDGET_USD, wait for the period to roll over, or pick a cheaper setting."
+        "WAN_MCP_BUDGET_USD, wait for the period to roll over, or pick a cheaper setting"
+        + ("." if takes == 1 else " or fewer variants.")
     )
+
+
+def name_group(answers: list[Job], new: list[Job]) -> tuple[list[Job], list[Job]]:
+    """The group of a variants call is named after its first take that is really new."""
+    if not new or new[0].group_id is None:
+        return answers, new
+    renamed = {job.id: replace(job, group_id=new[0].id) for job in new}
+    return [renamed.get(job.id, job) for job in answers], list(renamed.values())
 
 
 # Anything that may have reached the provider counts: the reported cost when known, else the
@@ -249,7 +263,6 @@ class JobStore(ABC):
     @abstractmethod
     async def insert(self, job: Job) -> Job: ...
 
-    @abstractmethod
     async def insert_checked(
         self,
         job: Job,
@@ -260,15 +273,44 @@ class JobStore(ABC):
     ) -> Job:
         """Insert ``job`` unless an identical request is already journaled or the budget is spent.
 
-        The duplicate check, the budget check and the insert are one transaction serialised
-        against every other ``insert_checked`` on the journal, in this process or any other.
-
         Returns:
             ``job`` as inserted, or the earlier job with the same request (nothing inserted).
 
         Raises:
             SpendRefused: the job's estimate does not fit in what is left of the budget.
         """
+        [row] = await self.insert_checked_many(
+            [job], budget_usd=budget_usd, budget_since=budget_since, duplicate_since=duplicate_since
+        )
+        return row
+
+    @abstractmethod
+    async def insert_checked_many(
+        self,
+        jobs: list[Job],
+        *,
+        budget_usd: float | None,
+        budget_since: float,
+        duplicate_since: float | None,
+    ) -> list[Job]:
+        """Insert every job of ``jobs`` that does not repeat a journaled request, or none at all.
+
+        The duplicate checks (per job), the budget check (for the new jobs together) and the
+        inserts are one transaction serialised against every other on the journal, in this
+        process or any other, so a group is all or nothing. Jobs that carry a ``group_id`` get the
+        id of the first new one as their ``group_id`` (``name_group``).
+
+        Returns:
+            For each job, the job as inserted or the earlier job with the same request.
+
+        Raises:
+            SpendRefused: the new jobs' estimates together do not fit in what is left of the budget.
+        """
+
+    async def group(self, group_id: str) -> list[Job]:
+        """The takes of one variants call, in take order."""
+        rows = await self.select("group_id = ?", (group_id,), limit=100)
+        return sorted(rows, key=lambda j: j.created_at)
 
     @abstractmethod
     async def spent_since(self, since: float) -> float:

@@ -32,6 +32,7 @@ from server.jobs.store.base import (
     JobStore,
     check_changes,
     from_row,
+    name_group,
     not_found,
     over_budget,
     statements,
@@ -145,29 +146,37 @@ class PostgresStore(JobStore):
             await conn.execute(_INSERT, [row[c] for c in COLUMNS])
         return job
 
-    async def insert_checked(
+    async def insert_checked_many(
         self,
-        job: Job,
+        jobs: list[Job],
         *,
         budget_usd: float | None,
         budget_since: float,
         duplicate_since: float | None,
-    ) -> Job:
-        row = to_row(job)
+    ) -> list[Job]:
+        answers: list[Job] = []
+        new: list[Job] = []
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SPEND_LOCK,))
-            if duplicate_since is not None:
-                cursor = await conn.execute(_pg(DUPLICATE_SQL), (job.request_hash, duplicate_since))
-                earlier = await cursor.fetchone()
-                if earlier is not None:
-                    return from_row(earlier)
-            if budget_usd is not None:
+            for job in jobs:
+                earlier = None
+                if duplicate_since is not None:
+                    cursor = await conn.execute(_pg(DUPLICATE_SQL), (job.request_hash, duplicate_since))
+                    earlier = await cursor.fetchone()
+                answers.append(job if earlier is None else from_row(earlier))
+                if earlier is None:
+                    new.append(job)
+            if budget_usd is not None and new:
                 spent_row = await (await conn.execute(_pg(SPENT_SQL), (budget_since,))).fetchone()
-                refusal = over_budget(job.estimate_usd or 0.0, budget_usd, float(spent_row["spent"]))
+                price = sum(job.estimate_usd or 0.0 for job in new)
+                refusal = over_budget(price, budget_usd, float(spent_row["spent"]), len(new))
                 if refusal is not None:
                     raise refusal
-            await conn.execute(_INSERT, [row[c] for c in COLUMNS])
-        return job
+            answers, new = name_group(answers, new)
+            for job in new:
+                row = to_row(job)
+                await conn.execute(_INSERT, [row[c] for c in COLUMNS])
+        return answers
 
     async def spent_since(self, since: float) -> float:
         rows = await self._rows(SPENT_SQL, (since,))

@@ -32,6 +32,7 @@ from server.jobs.store.base import (
     JobStore,
     check_changes,
     from_row,
+    name_group,
     not_found,
     over_budget,
     statements,
@@ -101,27 +102,35 @@ class SqliteStore(JobStore):
             db.execute(_INSERT, [row[c] for c in COLUMNS])
         return job
 
-    async def insert_checked(
+    async def insert_checked_many(
         self,
-        job: Job,
+        jobs: list[Job],
         *,
         budget_usd: float | None,
         budget_since: float,
         duplicate_since: float | None,
-    ) -> Job:
-        row = to_row(job)
+    ) -> list[Job]:
+        answers: list[Job] = []
+        new: list[Job] = []
         with self._tx() as db:
-            if duplicate_since is not None:
-                earlier = db.execute(DUPLICATE_SQL, (job.request_hash, duplicate_since)).fetchone()
-                if earlier is not None:
-                    return from_row(earlier)
-            if budget_usd is not None:
+            for job in jobs:
+                earlier = None
+                if duplicate_since is not None:
+                    earlier = db.execute(DUPLICATE_SQL, (job.request_hash, duplicate_since)).fetchone()
+                answers.append(job if earlier is None else from_row(earlier))
+                if earlier is None:
+                    new.append(job)
+            if budget_usd is not None and new:
                 spent = float(db.execute(SPENT_SQL, (budget_since,)).fetchone()[0])
-                refusal = over_budget(job.estimate_usd or 0.0, budget_usd, spent)
+                price = sum(job.estimate_usd or 0.0 for job in new)
+                refusal = over_budget(price, budget_usd, spent, len(new))
                 if refusal is not None:
                     raise refusal
-            db.execute(_INSERT, [row[c] for c in COLUMNS])
-        return job
+            answers, new = name_group(answers, new)
+            for job in new:
+                row = to_row(job)
+                db.execute(_INSERT, [row[c] for c in COLUMNS])
+        return answers
 
     async def spent_since(self, since: float) -> float:
         with self._lock:
