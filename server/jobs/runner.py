@@ -368,7 +368,7 @@ class JobRunner:
                 # The submit holds the row's lease: a pending or held row whose lease runs out was
                 # interrupted.
                 lease_owner=self.owner,
-                lease_until=now + self._settings.poll.lease_seconds,
+                lease_until=now + self._hold_seconds,
             )
             candidates.append((job, body))
         rows = await self._store.insert_checked_many(
