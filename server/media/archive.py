@@ -30,7 +30,7 @@ import httpx
 from server.catalog import MIB, ModelSpec
 from server.jobs.store import Job
 from server.media.fetch import FetchError, UrlPolicy, open_checked
-from server.media.video import VideoError, VideoFacts, inspect_video
+from server.media.video import VideoError, VideoFacts, inspect_video, video_record
 from server.providers.http import backoff, safe_url
 from server.settings import Settings
 
@@ -219,16 +219,7 @@ def sidecar_record(
         "created_at": _iso(job.created_at),
         "archived_at": _iso(time.time()),
         "sandbox": job.sandbox,
-        "video": {
-            "file": video.name,
-            "bytes": video.stat().st_size,
-            "width": facts.width,
-            "height": facts.height,
-            "frames": facts.frames,
-            "duration_seconds": facts.duration_seconds,
-            "fps": facts.fps,
-            "codec": facts.codec,
-        },
+        "video": video_record(video, facts),
         "poster": poster.name,
     }
 

@@ -38,7 +38,7 @@ from server.catalog.params import NOTHING_SENT
 from server.errors import InvalidRequest, JobNotFound
 from server.jobs.store import Job, JobStore
 from server.media.frames import save_contact_sheet, saved_video
-from server.media.video import VideoError, VideoFacts, inspect_video
+from server.media.video import VideoError, VideoFacts, inspect_video, video_record
 
 if TYPE_CHECKING:
     from av.video.frame import VideoFrame
@@ -169,16 +169,7 @@ def _stitch_in_folder(
         "mode": mode,
         "cost_usd": 0.0,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "video": {
-            "file": video.name,
-            "bytes": video.stat().st_size,
-            "width": facts.width,
-            "height": facts.height,
-            "frames": facts.frames,
-            "duration_seconds": facts.duration_seconds,
-            "fps": facts.fps,
-            "codec": facts.codec,
-        },
+        "video": video_record(video, facts),
         "poster": poster.name,
     }
     _write_atomic(poster, facts.poster_jpeg)

@@ -38,6 +38,20 @@ class VideoFacts:
     poster_jpeg: bytes
 
 
+def video_record(path: Path, facts: VideoFacts) -> dict[str, object]:
+    """A saved video's facts as a sidecar records them."""
+    return {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "width": facts.width,
+        "height": facts.height,
+        "frames": facts.frames,
+        "duration_seconds": facts.duration_seconds,
+        "fps": facts.fps,
+        "codec": facts.codec,
+    }
+
+
 def inspect_video(path: Path, poster_width: int = POSTER_WIDTH) -> VideoFacts:
     """Decode every frame of ``path``'s first video stream; keep the frame at about 1/3 as a poster.
 
