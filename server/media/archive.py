@@ -93,9 +93,9 @@ class Archiver:
         poster = video.with_suffix(".jpg")
         sidecar = video.with_suffix(".json")
         record = sidecar_record(job, spec, video, poster, facts)
-        await anyio.to_thread.run_sync(_write_atomic, poster, facts.poster_jpeg)
+        await anyio.to_thread.run_sync(write_atomic, poster, facts.poster_jpeg)
         await anyio.to_thread.run_sync(
-            _write_atomic, sidecar, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode()
+            write_atomic, sidecar, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode()
         )
         log.info("saved %s as %s", job.id, video)
         return SavedVideo(video, poster, sidecar, facts)
@@ -169,7 +169,8 @@ def _temp_file(folder: Path, stem: str) -> Path:
     return Path(name)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` through a hidden temporary file in the same folder and a rename."""
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}~", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:

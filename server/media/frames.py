@@ -29,7 +29,9 @@ from server.jobs.store import JobStore
 from server.media.video import VideoError
 
 if TYPE_CHECKING:
+    from av.container import InputContainer
     from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
     from PIL.Image import Image
 
 FrameWhich = Literal["first", "last", "at"]
@@ -135,12 +137,7 @@ def extract_frame(path: Path, ref: FrameRef) -> Frame:
     ended = True
     try:
         with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                raise VideoError("the file has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = stream.average_rate
-            step = 1 / float(rate) if rate else 0.0
+            stream, step = _video_stream(container)
             for index, frame in enumerate(container.decode(stream)):
                 when = _time(frame, index, step)
                 last_time = when
@@ -171,6 +168,16 @@ def extract_frame(path: Path, ref: FrameRef) -> Frame:
         width=image.width,
         height=image.height,
     )
+
+
+def _video_stream(container: InputContainer) -> tuple[VideoStream, float]:
+    """The first video stream, set to decode on several threads, and its frame step in seconds."""
+    if not container.streams.video:
+        raise VideoError("the file has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    rate = stream.average_rate
+    return stream, (1 / float(rate) if rate else 0.0)
 
 
 def _time(frame: VideoFrame, index: int, step: float) -> float:
@@ -219,12 +226,7 @@ def contact_sheet(
     thumbs: list[tuple[float, Image]] = []
     try:
         with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                raise VideoError("the file has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = stream.average_rate
-            step = 1 / float(rate) if rate else 0.0
+            stream, step = _video_stream(container)
             size = _tile_size(stream.codec_context.width, stream.codec_context.height)
             for index, frame in enumerate(container.decode(stream)):
                 small = frame.reformat(width=size[0], height=size[1], format="rgb24")

@@ -37,6 +37,7 @@ import anyio.to_thread
 from server.catalog.params import NOTHING_SENT
 from server.errors import InvalidRequest, JobNotFound
 from server.jobs.store import Job, JobStore
+from server.media.archive import write_atomic
 from server.media.frames import save_contact_sheet, saved_video
 from server.media.video import VideoError, VideoFacts, inspect_video, video_record
 
@@ -172,10 +173,10 @@ def _stitch_in_folder(
         "video": video_record(video, facts),
         "poster": poster.name,
     }
-    _write_atomic(poster, facts.poster_jpeg)
+    write_atomic(poster, facts.poster_jpeg)
     with contextlib.suppress(VideoError, OSError):
         record["contact_sheet"] = save_contact_sheet(video).name
-    _write_atomic(sidecar, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
+    write_atomic(sidecar, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
     log.info("stitched %d clips (%s) into %s", len(paths), mode, video)
     return Stitched(stitch_id, video, poster, sidecar, record)
 
@@ -375,18 +376,6 @@ def _options(codec: str) -> dict[str, str]:
     if codec in ("libx264", "h264"):
         return {"preset": "veryfast", "crf": "20"}
     return {}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}~", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-        raise
 
 
 __all__ = ["NOTHING_SENT", "Stitched", "find_stitch", "stitch_id_for", "stitch_jobs"]
