@@ -21,13 +21,14 @@ from server.app import build_server
 from server.catalog import ModelSpec, load_catalog
 from server.errors import ConfigError
 from server.jobs.schedule import (
-    MAX_CHANCE,
+    LATE_MEDIAN,
+    LATE_P90,
     MIN_WARM,
     DurationModel,
     LogNormal,
     Normal,
     PollPlanner,
-    Spacing,
+    Predictive,
     calibrate,
     cold_gap,
     job_seconds,
@@ -36,6 +37,7 @@ from server.jobs.schedule import (
     plan,
     progress_finish,
     wait_share,
+    with_fallback,
 )
 from server.jobs.store import Job
 from server.sandbox import EmuJob, Emulator
@@ -116,17 +118,29 @@ def test_a_1s_poller_sees_half_the_jobs_within_half_a_second() -> None:
 def test_the_calibrated_plan_keeps_the_wait_targets_with_fewer_polls(median: float, sigma: float) -> None:
     learned = LogNormal.from_median(median, sigma)
     rule = calibrate(learned, DEFAULT_POLL)
-    times = plan(learned, rule, max_gap=DEFAULT_POLL.max_interval)
+    finish = with_fallback(learned, median)
+    times = plan(finish, rule, max_gap=DEFAULT_POLL.max_interval)
     assert wait_share(times, learned, 0.5) >= 0.5  # median wait at most a 1 s poller's
     assert wait_share(times, learned, 1.4) >= 0.9  # 90th percentile within +0.5 s of its
     every_second = [float(t) for t in range(0, 2000)]
     ratio = expected_polls(times, learned) / expected_polls(every_second, learned)
     assert ratio <= (0.5 if sigma <= 0.3 else 0.8)
-    # a sparser spacing would not keep them
-    if rule.chance < MAX_CHANCE:
-        sparser = Spacing(rule.chance * 1.3, rule.min_gap * 1.3)
-        times = plan(learned, sparser, max_gap=DEFAULT_POLL.max_interval)
-        assert wait_share(times, learned, 0.45) < 0.5 or wait_share(times, learned, 1.25) < 0.9
+    # no dense polls before the first few ends, where they would count against every job
+    early = [0.0, *(t for t in times if finish.sf(t) > 0.97)]
+    assert all(b - a >= LATE_P90 - 0.01 for a, b in itertools.pairwise(early))
+    # a sparser rule (dense polls from later on) would not keep them
+    sparser = replace(rule, dense=rule.dense * 1.3)
+    times = plan(finish, sparser, max_gap=DEFAULT_POLL.max_interval)
+    assert wait_share(times, finish, LATE_MEDIAN) < 0.5 or wait_share(times, finish, LATE_P90) < 0.9
+
+
+def test_the_prediction_from_few_jobs_has_heavier_tails_than_from_many() -> None:
+    few, many = Predictive(math.log(8), 0.3, 4, 5), Predictive(math.log(8), 0.3, 60, 60)
+    point = LogNormal.from_median(8, 0.3)
+    assert few.median == many.median == pytest.approx(8)
+    early, late = point.quantile(-2.5), point.quantile(2.5)
+    assert 1 - few.sf(early) > 1 - many.sf(early) > (1 - point.sf(early)) * 0.95
+    assert few.sf(late) > many.sf(late) > point.sf(late) * 0.95
 
 
 def test_the_cold_schedule_is_a_steady_second_whatever_the_catalog_says() -> None:
@@ -304,6 +318,32 @@ def test_a_quick_job_is_learned_only_once_the_jobs_sent_before_it_have_ended() -
     assert model.samples == 2
     planner.forget("later")  # its poller stopped without an end: it no longer holds anything back
     assert model.samples == 2
+
+
+def test_a_burst_learns_from_its_first_ends_and_from_the_jobs_still_running() -> None:
+    rows = done_rows(ULTRA_30S, [30.0, 31.0, 29.0, 30.5, 29.5])
+    planner = PollPlanner(DEFAULT_POLL, history=lambda slug: rows)
+    burst = [new_job(ULTRA_30S, id=f"b{n}", submitted_at=1000.0 + n / 100) for n in range(10)]
+    before = planner.learned(burst[0], 1005.0)
+    assert before is not None
+    assert before.median == pytest.approx(30, rel=0.02)
+    for job in burst:
+        planner.observe(job, ULTRA_30S, 1008.0)
+    for job in burst[4:]:  # six of ten end at about 10 s; four sent before them still run at 12 s
+        planner.observe(replace(job, video_url="https://v", inference_ms=10_000), ULTRA_30S, 1010.5)
+    for job in burst[:4]:
+        planner.observe(job, ULTRA_30S, 1012.0)
+    assert planner.model(kind_of(ULTRA_30S.slug, {})).samples == 5  # none is learned for good yet
+    moved = planner.learned(burst[0], 1012.0)
+    assert moved is not None
+    assert 12 < moved.median < 22  # pulled down by the six ends, held up by the four still running
+    only_ends = PollPlanner(DEFAULT_POLL, history=lambda slug: rows)
+    for job in burst[4:]:
+        only_ends.observe(job, ULTRA_30S, 1008.0)
+        only_ends.observe(replace(job, video_url="https://v", inference_ms=10_000), ULTRA_30S, 1010.5)
+    alone = only_ends.learned(burst[0], 1012.0)
+    assert alone is not None
+    assert alone.median < moved.median  # the running four count
 
 
 def test_once_warm_the_planner_aims_at_the_end_that_progress_points_to() -> None:

@@ -6,13 +6,16 @@ duration, provider load), so no guarantee here rests on it:
 - **Cold** (fewer than ``MIN_WARM`` finished jobs of this kind): a poll every ``cold_interval``
   (1 s), as a fixed 1 s poller would, widening only once a job has run ``COLD_HORIZON`` times
   longer than the catalog says (so a stuck job is not polled every second for hours).
-- **Warm**: a log-normal learned from the finished jobs (``DurationModel``). Each poll goes where
-  a job still running at the last one has finished with a set chance, so polls are sparse before
-  the bulk of the distribution and about evenly dense through it. That chance is calibrated per
-  estimate (``calibrate``): the sparsest spacing whose wait from a job's end to the poll that sees
-  it stays within ``LATE_MEDIAN`` (median) and ``LATE_P90`` (90th percentile) if jobs end as
-  learned, which a 1 s poller's 0.5 s and 0.9 s bound from above. The estimate is predictive (its
-  spread covers what five jobs cannot pin down), so the wait holds while the estimate is young.
+- **Warm**: the next job's time as learned from the finished jobs (``DurationModel``), predictive
+  (``Predictive``: a log-t, whose spread covers what five jobs cannot pin down about the median
+  and sigma). The rule (``Spacing``) is the shape the best plan for a known distribution has:
+  one jump over the stretch where ends are rare (the jobs that end there are the slow-to-be-seen
+  tenth a 90th percentile allows), ``LATE_P90`` apart while ends are coming, and ``LATE_MEDIAN``
+  apart where the chance of an end is highest, which is also where a poll is cheapest because
+  most jobs it would count against have ended. Its two thresholds are calibrated per estimate
+  (``calibrate``): the fewest expected polls whose waits from a job's end to the poll that sees
+  it stay within ``LATE_MEDIAN`` (median) and ``LATE_P90`` (90th percentile) if jobs end as
+  learned, which a 1 s poller's 0.5 s and 0.9 s (+0.5 s) bound from above.
 
 What is learned, per model and per the arguments that change the time (``TIME_PARAMS``; per
 model alone until a combination has history of its own):
@@ -22,7 +25,9 @@ model alone until a combination has history of its own):
 2. A speed change: when the newest finished jobs sit far from the older ones (``SHIFT_Z`` standard
    errors), the older ones stop counting for the median; the spread (log-normal sigma), which a
    change of speed does not alter, keeps being pooled over both.
-3. While a job runs, Vtrix's ``progress`` extrapolated to 1 (warm only: a progress bar is not
+3. The jobs in flight: those that ended but wait to be learned, and those still running (each
+   known to take longer than its last poll), move the median at once (``PollPlanner._in_flight``).
+4. While a job runs, Vtrix's ``progress`` extrapolated to 1 (warm only: a progress bar is not
    trusted before the schedule knows what the model's jobs take).
 
 The journal's completed rows are the memory: ``PollPlanner`` asks for them once per model, so what
@@ -31,10 +36,12 @@ was learned survives a restart. Everything here is pure except ``PollPlanner``.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Protocol
 
 from server.catalog import ModelSpec
@@ -47,7 +54,7 @@ MIN_WARM = 5
 MIN_SEGMENT = 3
 # The spread assumed before any is seen, and how many jobs' worth it counts against the data.
 PRIOR_SIGMA = 0.3
-PRIOR_SIGMA_WEIGHT = 2.0
+PRIOR_SIGMA_WEIGHT = 1.0
 SIGMA_RANGE = (0.05, 1.5)
 # Finished jobs remembered per kind (the newest win).
 MAX_SAMPLES = 64
@@ -72,21 +79,29 @@ PROGRESS_STALLS = 0.95
 PROGRESS_TRUST = 0.1
 PROGRESS_WEIGHT = 0.95
 # Warm: the wait from a job's end to the poll that sees it, median and 90th percentile, that the
-# plan must keep if jobs end as learned (a 1 s poller's are 0.5 s and 0.9 s); the peak gaps it may
-# choose from; the largest chance of an end one gap may span (more, and a small error in the
-# learned median moves many ends into one long gap); the closest spacing, as a share of the peak
-# gap (closer polls, where ends are likelier still, buy a shorter wait than the targets need).
-LATE_MEDIAN = 0.45
-LATE_P90 = 1.25
-PEAK_RANGE = (0.4, 2.5)
-MAX_CHANCE = 0.15
-FLOOR = 1.0
+# plan must keep if jobs end as learned (a 1 s poller's are 0.5 s and 0.9 s; these leave room for
+# what a few hundred jobs' medians vary by); they are also the dense and sparse gaps. The sparse
+# threshold's grid and the dense threshold's ceiling, in units of the hazard at the median.
+LATE_MEDIAN = 0.47
+LATE_P90 = 1.32
+SPARSE_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0, 1.2)
+DENSE_MAX = 8.0
+# Calibration scores rules on this many times, log-spaced over this many sigmas either side.
+SCORE_POINTS = 240
+SCORE_SPAN = 3.7
 # Learned distributions this close share one calibration (log median, sigma).
-CALIBRATION_GRID = (0.02, 0.01)
+CALIBRATION_GRID = (0.03, 0.015)
 # The share and spread of a wide log-normal mixed into every warm estimate, so a job that outlives
 # every estimate is polled less and less often instead of at the tightest spacing forever.
 FALLBACK_WEIGHT = 0.02
 FALLBACK_SIGMA = 1.0
+# Jobs in flight move the learned median (``PollPlanner._in_flight``): EM rounds at most, and how
+# often (seconds) it is worked out again while no job ends.
+IN_FLIGHT_ROUNDS = 12
+IN_FLIGHT_REFRESH = 0.5
+# Where sigma's posterior is sampled for the predictive mix.
+SIGMA_PROBS = (0.1, 0.3, 0.5, 0.7, 0.9)
+_NORMAL = NormalDist()
 _SQRT2 = math.sqrt(2.0)
 _PHI0 = 1 / math.sqrt(2 * math.pi)
 
@@ -131,6 +146,56 @@ class LogNormal:
         if t <= 0:
             return 1.0
         return _upper_tail((math.log(t) - self.mu) / self.sigma)
+
+
+def _sigma_quantiles(freedom: float) -> tuple[float, ...]:
+    """Multipliers of a sigma estimated with ``freedom`` degrees of freedom, at ``SIGMA_PROBS`` of its
+    posterior (``freedom / chi²``; Wilson-Hilferty's chi² quantiles)."""
+    found: list[float] = []
+    for p in SIGMA_PROBS:
+        z = _NORMAL.inv_cdf(1 - p)
+        cube = 1 - 2 / (9 * freedom) + z * math.sqrt(2 / (9 * freedom))
+        found.append(math.sqrt(1 / max(cube, 0.05) ** 3))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Predictive:
+    """The next job's time when the log median and sigma are estimates: the median from ``n`` jobs,
+    sigma ``scale`` with ``freedom`` degrees of freedom. A log-t, as an even mix of log-normals at
+    quantiles of sigma's posterior, each widened by ``sqrt(1 + 1/n)`` for the median's error."""
+
+    mu: float
+    scale: float
+    freedom: float
+    n: int
+    parts: tuple[LogNormal, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        widen = self.sigma
+        quantiles = _sigma_quantiles(max(self.freedom, 1.0))
+        object.__setattr__(self, "parts", tuple(LogNormal(self.mu, widen * q) for q in quantiles))
+
+    @property
+    def median(self) -> float:
+        return math.exp(self.mu)
+
+    @property
+    def sigma(self) -> float:
+        """The spread of a typical part: the estimate, widened for the median's error (``n`` 0: the
+        scale is that already)."""
+        return self.scale * math.sqrt(1 + 1 / self.n) if self.n > 0 else self.scale
+
+    @property
+    def hazard_at_median(self) -> float:
+        return 2 * _PHI0 / (self.sigma * self.median)
+
+    def quantile(self, z: float) -> float:
+        """``z`` standard deviations from the median, in the widest part."""
+        return self.parts[-1].quantile(z)
+
+    def sf(self, t: float) -> float:
+        return sum(part.sf(t) for part in self.parts) / len(self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,30 +249,88 @@ def next_poll_in(elapsed: float, finish: Finish, *, chance: float, min_gap: floa
     return high
 
 
+def hazard(finish: Finish, t: float) -> float:
+    """The rate at which jobs still running at ``t`` end there (per second)."""
+    running = finish.sf(t)
+    if running <= 1e-12:
+        return 0.0
+    step = max(1e-3 * t, 1e-3)
+    return max(running - finish.sf(t + step), 0.0) / step / running
+
+
 @dataclass(frozen=True, slots=True)
 class Spacing:
-    """A warm schedule for one estimate: each poll where a job still running at the last has
-    finished with probability ``chance``, never closer than ``min_gap``."""
+    """A warm rule: polls ``dense_gap`` apart where the hazard is at least ``dense``, ``sparse_gap``
+    apart where it is at least ``sparse``, and one jump over a stretch where it is lower.
 
-    chance: float
-    min_gap: float
+    The few jobs that end in a jump are the slow-to-be-seen tenth the 90th percentile allows; the
+    dense stretch, where a poll is cheap because most jobs it would be counted against have ended
+    or are ending, holds the median."""
+
+    dense: float
+    sparse: float
+    dense_gap: float = 0.0
+    sparse_gap: float = 0.0
+
+    @classmethod
+    def of(cls, dense: float, sparse: float) -> Spacing:
+        return cls(dense, sparse, LATE_MEDIAN, LATE_P90)
 
 
-def spacing(learned: LogNormal, peak_gap: float, policy: PollPolicy) -> Spacing:
-    """Polls ``peak_gap`` apart at the median of ``learned`` (hazard there times the gap is the
-    chance), at most ``MAX_CHANCE``, and never closer than ``FLOOR`` times ``peak_gap``."""
-    chance = min(peak_gap * learned.hazard_at_median, MAX_CHANCE)
-    return Spacing(chance, max(policy.min_interval, FLOOR * peak_gap))
+def next_gap(elapsed: float, finish: Finish, rule: Spacing, *, max_gap: float) -> float:
+    """Seconds from ``elapsed`` to the next poll of a job still running then, by ``rule``."""
+    level = hazard(finish, elapsed)
+    if level >= rule.dense:
+        return min(rule.dense_gap, max_gap)
+    if level >= rule.sparse:
+        gap = min(rule.sparse_gap, max_gap)
+        if hazard(finish, elapsed + gap) < rule.dense:
+            return gap
+        # The dense stretch starts within this gap: the poll goes where it starts.
+        before, ahead = elapsed, elapsed + gap
+        while ahead - before > 0.02:
+            middle = (before + ahead) / 2
+            if hazard(finish, middle) >= rule.dense:
+                ahead = middle
+            else:
+                before = middle
+        return max(ahead - elapsed, rule.dense_gap)
+    # Jump to where the hazard reaches ``sparse``: scanned, then bisected.
+    reach = elapsed + max(max_gap, rule.sparse_gap)
+    before, ahead = elapsed, elapsed
+    while ahead < reach:
+        ahead = min(ahead + rule.sparse_gap, reach)
+        if hazard(finish, ahead) >= rule.sparse:
+            while ahead - before > 0.02:
+                middle = (before + ahead) / 2
+                if hazard(finish, middle) >= rule.sparse:
+                    ahead = middle
+                else:
+                    before = middle
+            return max(ahead - elapsed, rule.dense_gap)
+        before = ahead
+    # The far tail, where the hazard falls: gaps grow as the chance of an end per gap stays put.
+    chance = min(rule.sparse * rule.sparse_gap, 0.5)
+    return next_poll_in(elapsed, finish, chance=chance, min_gap=rule.sparse_gap, max_gap=max_gap)
 
 
-def plan(finish: Finish, rule: Spacing, *, max_gap: float, limit: int = 2000) -> list[float]:
+def plan(finish: Finish, rule: Spacing, *, max_gap: float, limit: int = 4000) -> list[float]:
     """The poll times ``rule`` gives a job that reports nothing until it ends (from 0 s)."""
     times: list[float] = []
     elapsed = 0.0
     while len(times) < limit and finish.sf(elapsed) > 1e-3:
-        elapsed += next_poll_in(elapsed, finish, chance=rule.chance, min_gap=rule.min_gap, max_gap=max_gap)
+        elapsed += next_gap(elapsed, finish, rule, max_gap=max_gap)
         times.append(elapsed)
     return times
+
+
+def expected_polls(times: Sequence[float], finish: Finish) -> float:
+    """Polls a job ending as ``finish`` says is sent, polled at ``times`` (each until it is seen done)."""
+    total, previous = 0.0, 0.0
+    for t in times:
+        total += finish.sf(previous)
+        previous = t
+    return total
 
 
 def wait_share(times: Sequence[float], finish: Finish, wait: float) -> float:
@@ -222,24 +345,95 @@ def wait_share(times: Sequence[float], finish: Finish, wait: float) -> float:
     return total / (1.0 - finish.sf(times[-1]))
 
 
-def calibrate(learned: LogNormal, policy: PollPolicy) -> Spacing:
-    """The sparsest spacing (widest peak gap in ``PEAK_RANGE``) whose plan keeps the median and
-    90th percentile wait within ``LATE_MEDIAN`` and ``LATE_P90`` if jobs end as ``learned`` says."""
+def calibrate(learned: LogNormal | Predictive, policy: PollPolicy) -> Spacing:
+    """The rule with the fewest expected polls that keeps the median and 90th percentile wait within
+    ``LATE_MEDIAN`` and ``LATE_P90`` if jobs end as ``learned`` (with its fallback) says.
 
-    def keeps(rule: Spacing) -> bool:
-        times = plan(learned, rule, max_gap=policy.max_interval)
-        return wait_share(times, learned, LATE_MEDIAN) >= 0.5 and wait_share(times, learned, LATE_P90) >= 0.9
+    Thresholds are searched in units of the hazard at the median: for each ``sparse`` on a grid, the
+    highest ``dense`` that keeps the median, and of those the cheapest that keeps the 90th percentile
+    too (polling ``dense_gap`` apart throughout if none does). Rules are scored on a fine grid of
+    times, taking the ends inside a gap as spread evenly over it, so a score costs no plan.
+    """
+    finish = with_fallback(learned, learned.median)
+    score = _Scorer(finish, learned, policy.max_interval)
+    unit = learned.hazard_at_median
+    best: tuple[float, Spacing] | None = None
+    for sparse in SPARSE_GRID:
+        if score(sparse * unit, sparse * unit)[0] < 0.5:
+            continue
+        low, high = sparse, DENSE_MAX
+        if score(high * unit, sparse * unit)[0] < 0.5:
+            while high / low > 1.02:
+                middle = math.sqrt(low * high)
+                if score(middle * unit, sparse * unit)[0] >= 0.5:
+                    low = middle
+                else:
+                    high = middle
+            high = low
+        _, p90, cost = score(high * unit, sparse * unit)
+        if p90 >= 0.9 and (best is None or cost < best[0]):
+            best = (cost, Spacing.of(high * unit, sparse * unit))
+    return best[1] if best is not None else Spacing.of(0.0, 0.0)
 
-    low, high = PEAK_RANGE
-    if keeps(spacing(learned, high, policy)):
-        return spacing(learned, high, policy)
-    while high - low > 0.02:
-        middle = (low + high) / 2
-        if keeps(spacing(learned, middle, policy)):
-            low = middle
-        else:
-            high = middle
-    return spacing(learned, low, policy)
+
+class _Scorer:
+    """Scores a rule's (median share, 90th percentile share, expected polls) on a grid of times."""
+
+    def __init__(self, finish: Finish, learned: LogNormal | Predictive, max_gap: float) -> None:
+        low, high = learned.quantile(-SCORE_SPAN), learned.quantile(SCORE_SPAN)
+        self._finish = finish
+        self._max_gap = max(max_gap, LATE_P90)
+        self._times = [0.0] + [low * (high / low) ** (k / (SCORE_POINTS - 1)) for k in range(SCORE_POINTS)]
+        self._sf = [finish.sf(t) for t in self._times]
+        self._sf_median = [finish.sf(t - LATE_MEDIAN) for t in self._times]
+        self._sf_p90 = [finish.sf(t - LATE_P90) for t in self._times]
+        self._hazard = [hazard(finish, t) for t in self._times]
+        self._covered = self._sf[0] - self._sf[-1]
+
+    def _sf_at(self, t: float) -> float:
+        """``sf`` between grid times, interpolated (for the long jumps of the far tail)."""
+        times, sf = self._times, self._sf
+        k = bisect.bisect_right(times, t)
+        if k <= 0:
+            return 1.0
+        if k >= len(times):
+            return sf[-1]
+        share = (t - times[k - 1]) / (times[k] - times[k - 1])
+        return sf[k - 1] + (sf[k] - sf[k - 1]) * share
+
+    def __call__(self, dense: float, sparse: float) -> tuple[float, float, float]:
+        times, sf, levels, sf_at = self._times, self._sf, self._hazard, self._sf_at
+        median = p90 = cost = 0.0
+        last = len(times) - 1
+        k = 0
+        while k < last:
+            if levels[k] >= sparse:
+                gap = LATE_MEDIAN if levels[k] >= dense else LATE_P90
+                ended = sf[k] - sf[k + 1]
+                cost += (sf[k] + sf[k + 1]) / 2 * (times[k + 1] - times[k]) / gap
+                median += ended * min(1.0, LATE_MEDIAN / gap)
+                p90 += ended * min(1.0, LATE_P90 / gap)
+                k += 1
+                continue
+            j = k + 1
+            while j < last and levels[j] < sparse:
+                j += 1
+            start, stop = times[k], times[j]
+            jumps = math.ceil((stop - start) / self._max_gap)
+            if jumps <= 1:
+                cost += sf[k]
+                median += (sf[k] if stop - start <= LATE_MEDIAN else self._sf_median[j]) - sf[j]
+                p90 += (sf[k] if stop - start <= LATE_P90 else self._sf_p90[j]) - sf[j]
+            else:
+                for n in range(jumps):
+                    a = start + (stop - start) * n / jumps
+                    b = start + (stop - start) * (n + 1) / jumps
+                    running, seen = sf_at(a), sf_at(b)
+                    cost += running
+                    median += sf_at(max(a, b - LATE_MEDIAN)) - seen
+                    p90 += sf_at(max(a, b - LATE_P90)) - seen
+            k = j
+        return median / self._covered, p90 / self._covered, cost
 
 
 def cold_gap(elapsed: float, interval: float, typical_seconds: float) -> float:
@@ -295,7 +489,7 @@ class DurationModel:
         self._detect = detect_shifts
         self._logs: deque[tuple[int, float]] = deque(maxlen=MAX_SAMPLES)  # (segment, log seconds)
         self._segment = 0
-        self._cached: LogNormal | None = None
+        self._cached: Predictive | None = None
         self._stale = True
 
     def add(self, seconds: float) -> None:
@@ -316,6 +510,10 @@ class DurationModel:
         return sum(1 for segment, _ in self._logs if segment == self._segment)
 
     def _sigma(self) -> float:
+        return self._spread()[0]
+
+    def _spread(self) -> tuple[float, float]:
+        """The pooled sigma and its degrees of freedom (the prior's weight counted as freedom)."""
         sums: dict[int, tuple[int, float, float]] = {}
         for segment, x in self._logs:
             n, s, ss = sums.get(segment, (0, 0.0, 0.0))
@@ -323,7 +521,7 @@ class DurationModel:
         squares = sum(max(ss - s * s / n, 0.0) for n, s, ss in sums.values())
         freedom = sum(n - 1 for n, _, _ in sums.values())
         variance = (PRIOR_SIGMA_WEIGHT * PRIOR_SIGMA**2 + squares) / (PRIOR_SIGMA_WEIGHT + freedom)
-        return min(max(math.sqrt(variance), SIGMA_RANGE[0]), SIGMA_RANGE[1])
+        return min(max(math.sqrt(variance), SIGMA_RANGE[0]), SIGMA_RANGE[1]), PRIOR_SIGMA_WEIGHT + freedom
 
     def _detect_shift(self) -> None:
         current = [x for segment, x in self._logs if segment == self._segment]
@@ -338,7 +536,19 @@ class DurationModel:
                 self._logs = deque(relabelled, maxlen=MAX_SAMPLES)
                 return
 
-    def distribution(self) -> LogNormal | None:
+    def evidence(self) -> tuple[list[float], float, float]:
+        """The current segment's log times, and the squares and freedom the older segments add to
+        sigma."""
+        current = [x for segment, x in self._logs if segment == self._segment]
+        sums: dict[int, tuple[int, float, float]] = {}
+        for segment, x in self._logs:
+            if segment != self._segment:
+                n, s, ss = sums.get(segment, (0, 0.0, 0.0))
+                sums[segment] = (n + 1, s + x, ss + x * x)
+        squares = sum(max(ss - s * s / n, 0.0) for n, s, ss in sums.values())
+        return current, squares, float(sum(n - 1 for n, _, _ in sums.values()))
+
+    def distribution(self) -> Predictive | None:
         """The predictive log-normal of the next job's time, or None while cold."""
         if self._stale:
             self._stale = False
@@ -347,8 +557,45 @@ class DurationModel:
             if len(self._logs) < MIN_WARM or n < MIN_SEGMENT:
                 self._cached = None
             else:
-                self._cached = LogNormal(sum(current) / n, self._sigma() * math.sqrt(1 + 1 / n))
+                scale, freedom = self._spread()
+                self._cached = Predictive(sum(current) / n, scale, freedom, n)
         return self._cached
+
+
+def censored_fit(
+    complete: Sequence[float], censored: Sequence[float], squares: float = 0.0, freedom: float = 0.0
+) -> Predictive | None:
+    """The predictive from log times ``complete`` and log times ``censored`` (jobs known only to take
+    longer), by EM; None without two complete ones. ``squares`` and ``freedom`` are what other
+    segments add to sigma (``DurationModel.evidence``); the prior counts as ever."""
+    n = len(complete)
+    if n < 2:
+        return None
+    mu = sum(complete) / n
+    own = sum((x - mu) ** 2 for x in complete)
+    total = n + len(censored)
+    prior = PRIOR_SIGMA_WEIGHT * PRIOR_SIGMA**2 + squares
+    weight = PRIOR_SIGMA_WEIGHT + freedom
+    sigma = math.sqrt((prior + own) / (weight + n - 1))
+    for _ in range(IN_FLIGHT_ROUNDS):
+        shifts: list[tuple[float, float]] = []  # per censored: E[x - mu], E[(x - mu)^2]
+        for c in censored:
+            a = (c - mu) / sigma
+            survive = _upper_tail(a)
+            ratio = _PHI0 * math.exp(-a * a / 2) / survive if survive > 1e-12 else a
+            shifts.append((sigma * ratio, sigma * sigma * (1 + a * ratio)))
+        moved = mu + (sum(x - mu for x in complete) + sum(d for d, _ in shifts)) / total
+        step = mu - moved
+        spread = sum((x - moved) ** 2 for x in complete) + sum(
+            d2 + 2 * step * d + step * step for d, d2 in shifts
+        )
+        sigma_next = math.sqrt((prior + spread) / (weight + total - 1))
+        sigma_next = min(max(sigma_next, SIGMA_RANGE[0]), SIGMA_RANGE[1])
+        settled = abs(moved - mu) < 1e-4 and abs(sigma_next - sigma) < 1e-4
+        mu, sigma = moved, sigma_next
+        if settled:
+            break
+    return Predictive(mu, sigma, weight + n - 1, n)
 
 
 def kind_of(model: str, params: Mapping[str, Any]) -> str:
@@ -404,9 +651,11 @@ class PollPlanner:
         self._history = history
         self._models: dict[str, DurationModel] = {}  # by kind, and by model slug
         self._loaded: set[str] = set()
-        self._spacings: dict[tuple[int, int], Spacing] = {}
+        self._spacings: dict[tuple[int, int, int], Spacing] = {}
         self._tracks: dict[str, _Track] = {}
         self._unlearned: dict[str, list[tuple[float, float]]] = {}  # kind -> (submitted, seconds)
+        self._ends = 0  # jobs seen ending (what is in flight changes)
+        self._adjusted: dict[str, tuple[tuple[int, Predictive], float, Predictive]] = {}
 
     def _load(self, slug: str) -> None:
         if slug in self._loaded:
@@ -431,14 +680,50 @@ class PollPlanner:
             self._load(kind.split("|", 1)[0])
         return found
 
-    def learned(self, job: Job) -> LogNormal | None:
+    def learned(self, job: Job, now: float | None = None) -> Predictive | None:
         """The learned distribution for ``job``, None while cold: its kind's or its model's, whichever
-        is narrower (a young kind is less sure than the whole model, unless its kinds differ)."""
-        own = self.model(kind_of(job.model, job.params)).distribution()
+        is narrower (a young kind is less sure than the whole model, unless its kinds differ).
+
+        Its median also heeds the jobs of that kind or model still in flight (``_in_flight``).
+        """
+        kind = kind_of(job.model, job.params)
+        own = self.model(kind).distribution()
         pooled = self.model(job.model + POOLED).distribution()
         if own is None or (pooled is not None and pooled.sigma < own.sigma):
-            return pooled
-        return own
+            if pooled is None:
+                return None
+            return self._in_flight(job.model + POOLED, pooled, now)
+        return self._in_flight(kind, own, now)
+
+    def _in_flight(self, key: str, base: Predictive, now: float | None) -> Predictive:
+        """``base`` with the jobs in flight: those that ended but wait to be learned (complete), and
+        those still running (each known to take longer than its last poll), by EM on the log times
+        for the median and sigma together. So the quick first ends of a burst teach without
+        fooling: the jobs sent with them and still running pull the median and spread back up."""
+        cached = self._adjusted.get(key)
+        stamp = now if now is not None else -math.inf
+        if cached is not None and cached[0] == (self._ends, base) and stamp - cached[1] < IN_FLIGHT_REFRESH:
+            return cached[2]
+        pooled = key.endswith(POOLED)
+        slug = key.split("|", 1)[0]
+
+        def ours(kind: str) -> bool:
+            return kind.split("|", 1)[0] == slug if pooled else kind == key
+
+        ended = [math.log(s) for kind, waiting in self._unlearned.items() if ours(kind) for _, s in waiting]
+        running = [
+            math.log(track.last_poll)
+            for track in self._tracks.values()
+            if not track.done and track.last_poll and track.last_poll > 0 and ours(track.kind)
+        ]
+        found = base
+        if ended or running:
+            current, squares, freedom = self.model(key).evidence()
+            found = censored_fit([*current, *ended], running, squares, freedom) or base
+        if len(self._adjusted) > 4096:
+            self._adjusted.clear()
+        self._adjusted[key] = ((self._ends, base), stamp, found)
+        return found
 
     def observe(self, job: Job, spec: ModelSpec | None, now: float) -> None:
         """Record a status just read: a progress reading, or the job's end (its duration is learned)."""
@@ -454,6 +739,7 @@ class PollPlanner:
                 track.done = True
                 seconds = _ended(previous, elapsed, job.inference_ms)
                 self._unlearned.setdefault(track.kind, []).append((track.origin, seconds))
+                self._ends += 1
                 self._learn(track.kind)
             return
         progress = job.progress
@@ -480,13 +766,13 @@ class PollPlanner:
         while waiting and (waiting[0][0] <= cutoff or len(waiting) > MAX_SAMPLES):
             self._add(kind, slug, waiting.pop(0)[1])
 
-    def finish(self, job: Job) -> Finish | None:
+    def finish(self, job: Job, now: float | None = None) -> Finish | None:
         """The current estimate of when ``job`` finishes (seconds since submitted); None while cold.
 
         What its kind of job was seen to take, mixed with the line through its progress readings
         when there is one.
         """
-        learned = self.learned(job)
+        learned = self.learned(job, now)
         if learned is None:
             return None
         track = self._tracks.get(job.id)
@@ -497,15 +783,20 @@ class PollPlanner:
                 return with_fallback(blended, learned.median)
         return with_fallback(learned, learned.median)
 
-    def spacing(self, learned: LogNormal) -> Spacing:
+    def spacing(self, learned: Predictive) -> Spacing:
         """The warm spacing for ``learned``, calibrated once per nearby estimate."""
         step_mu, step_sigma = CALIBRATION_GRID
-        key = (round(learned.mu / step_mu), round(learned.sigma / step_sigma))
+        key = (
+            round(learned.mu / step_mu),
+            round(learned.sigma / step_sigma),
+            round(2 * math.log2(max(learned.freedom, 1.0))),
+        )
         found = self._spacings.get(key)
         if found is None:
             if len(self._spacings) > 1024:
                 self._spacings.clear()
-            grid = LogNormal(key[0] * step_mu, max(key[1] * step_sigma, SIGMA_RANGE[0]))
+            sigma = max(key[1] * step_sigma, SIGMA_RANGE[0])
+            grid = Predictive(key[0] * step_mu, sigma, 2 ** (key[2] / 2), 0)
             found = self._spacings[key] = calibrate(grid, self._policy)
         return found
 
@@ -513,15 +804,13 @@ class PollPlanner:
         """Seconds to wait before polling ``job`` again."""
         policy = self._policy
         elapsed = max(now - _origin(job), 0.0)
-        learned = self.learned(job)
-        finish = self.finish(job)
+        learned = self.learned(job, now)
+        finish = self.finish(job, now)
         if learned is None or finish is None:
             typical = spec.typical_seconds if spec is not None else 60.0
             return min(cold_gap(elapsed, policy.cold_interval, typical), max(policy.max_interval, 1.0))
         rule = self.spacing(learned)
-        return next_poll_in(
-            elapsed, finish, chance=rule.chance, min_gap=rule.min_gap, max_gap=policy.max_interval
-        )
+        return max(next_gap(elapsed, finish, rule, max_gap=policy.max_interval), policy.min_interval)
 
 
 def _ended(previous: float | None, seen: float, inference_ms: int | None) -> float:
