@@ -36,7 +36,6 @@ was learned survives a restart. Everything here is pure except ``PollPlanner``.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -98,7 +97,7 @@ FALLBACK_SIGMA = 1.0
 # Jobs in flight move the learned median (``PollPlanner._in_flight``): EM rounds at most, and how
 # often (seconds) it is worked out again while no job ends.
 IN_FLIGHT_ROUNDS = 12
-IN_FLIGHT_REFRESH = 0.5
+IN_FLIGHT_REFRESH = 1.0
 # Where sigma's posterior is sampled for the predictive mix.
 SIGMA_PROBS = (0.1, 0.3, 0.5, 0.7, 0.9)
 _NORMAL = NormalDist()
@@ -390,19 +389,8 @@ class _Scorer:
         self._hazard = [hazard(finish, t) for t in self._times]
         self._covered = self._sf[0] - self._sf[-1]
 
-    def _sf_at(self, t: float) -> float:
-        """``sf`` between grid times, interpolated (for the long jumps of the far tail)."""
-        times, sf = self._times, self._sf
-        k = bisect.bisect_right(times, t)
-        if k <= 0:
-            return 1.0
-        if k >= len(times):
-            return sf[-1]
-        share = (t - times[k - 1]) / (times[k] - times[k - 1])
-        return sf[k - 1] + (sf[k] - sf[k - 1]) * share
-
     def __call__(self, dense: float, sparse: float) -> tuple[float, float, float]:
-        times, sf, levels, sf_at = self._times, self._sf, self._hazard, self._sf_at
+        times, sf, levels = self._times, self._sf, self._hazard
         median = p90 = cost = 0.0
         last = len(times) - 1
         k = 0
@@ -419,19 +407,17 @@ class _Scorer:
             while j < last and levels[j] < sparse:
                 j += 1
             start, stop = times[k], times[j]
-            jumps = math.ceil((stop - start) / self._max_gap)
-            if jumps <= 1:
+            if stop - start <= self._max_gap:
                 cost += sf[k]
                 median += (sf[k] if stop - start <= LATE_MEDIAN else self._sf_median[j]) - sf[j]
                 p90 += (sf[k] if stop - start <= LATE_P90 else self._sf_p90[j]) - sf[j]
-            else:
-                for n in range(jumps):
-                    a = start + (stop - start) * n / jumps
-                    b = start + (stop - start) * (n + 1) / jumps
-                    running, seen = sf_at(a), sf_at(b)
-                    cost += running
-                    median += sf_at(max(a, b - LATE_MEDIAN)) - seen
-                    p90 += sf_at(max(a, b - LATE_P90)) - seen
+            else:  # jumps as long as allowed, the ends inside them spread evenly as elsewhere
+                gap = self._max_gap
+                for i in range(k, j):
+                    ended = sf[i] - sf[i + 1]
+                    cost += (sf[i] + sf[i + 1]) / 2 * (times[i + 1] - times[i]) / gap
+                    median += ended * LATE_MEDIAN / gap
+                    p90 += ended * LATE_P90 / gap
             k = j
         return median / self._covered, p90 / self._covered, cost
 
