@@ -1,5 +1,9 @@
 """What a job looks like to an agent: structured content, a short text, a resource link and,
-once the video is saved, its contact sheet (or, without one, its poster frame)."""
+once the video is saved, its contact sheet (or, without one, its poster frame).
+
+The core's modules are imported where they are used: they are loaded with the core, after the
+server's first answers (``server.core_handle``).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,14 @@ import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
-from server.core import Core, EstimateResult
-from server.jobs.runner import describe_progress
-from server.jobs.store import Job
-from server.ledger import Ledger, ledger_summary
-from server.media.frames import sheet_path
+if TYPE_CHECKING:
+    from server.core import Core, EstimateResult
+    from server.jobs.store import Job
+    from server.ledger import Ledger
 
 log = logging.getLogger("wan_video_mcp.tools")
 
@@ -58,6 +61,9 @@ def job_video_uri(job_id: str) -> str:
 def job_record(job: Job, core: Core) -> dict[str, Any]:
     """The job as structured content (and as its resource's JSON)."""
     now = time.time()
+    from server.jobs.runner import describe_progress
+    from server.media.frames import sheet_path
+
     _, progress_text = describe_progress(job, core.models.get(job.model), now)
     record: dict[str, Any] = {
         "job_id": job.id,
@@ -231,6 +237,8 @@ def completed_blocks(job: Job) -> list[ContentBlock]:
                 size=size,
             )
         )
+    from server.media.frames import sheet_path
+
     # The contact sheet stands in for the poster: several frames show the motion, not one.
     sheet = poster_base64(str(sheet_path(Path(job.local_path)))) if job.local_path else None
     poster = sheet or poster_base64(job.poster_path)
@@ -317,6 +325,8 @@ def ledger_result(ledger: Ledger, core: Core) -> CallToolResult:
         }
         for job in ledger.jobs
     ]
+    from server.ledger import ledger_summary
+
     summary = ledger_summary(ledger)
     total = summary["total"]
     text = (

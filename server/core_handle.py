@@ -1,0 +1,82 @@
+"""The core as the MCP server holds it: opened in the background, awaited by what needs it.
+
+``initialize`` and the listings (tools, resources, prompts) need no core, so the server answers
+them while it opens: the journal, the HTTP client, the pollers and the modules behind them cost
+more than everything else the first answer needs. A call that needs the core waits for it (and
+starts the opening if it has not begun); otherwise it opens ``OPEN_AFTER_SECONDS`` after start, so
+live jobs are followed again without any call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
+
+import anyio
+
+from server.errors import WanMcpError
+
+if TYPE_CHECKING:
+    from server.core import Core
+
+# Long enough for a client's opening exchange (initialize, tools/list) to be answered first.
+OPEN_AFTER_SECONDS = 0.25
+
+CoreOpener = Callable[[], AbstractAsyncContextManager["Core"]]
+
+
+class CoreHandle:
+    """The running core, or the promise of it: what the tools find as the lifespan context."""
+
+    def __init__(self) -> None:
+        self._core: Core | None = None
+        self._wanted = anyio.Event()
+        self._settled = anyio.Event()
+        self._stop = anyio.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def core(self) -> Core | None:
+        """The core once it is open (None before, or when opening it failed)."""
+        return self._core
+
+    async def get(self) -> Core:
+        """The core, opened now if it is not yet.
+
+        Raises:
+            WanMcpError: the core could not be opened (the server is stopping).
+        """
+        self._wanted.set()
+        await self._settled.wait()
+        if self._core is None:
+            why = "it is stopping" if self.error is None else f"it could not start: {self.error}"
+            raise WanMcpError(f"The server cannot take this call: {why}.")
+        return self._core
+
+    async def run(self, opener: CoreOpener, cancel: Callable[[], None]) -> None:
+        """Open the core when it is first wanted (or after a moment) and hold it until ``close``.
+
+        A failure to open is kept in ``error`` and ``cancel`` is called, so the server stops and
+        its lifespan raises that error, as if the core had been opened before serving.
+        """
+        with anyio.move_on_after(OPEN_AFTER_SECONDS):
+            await self._wanted.wait()
+        if self._stop.is_set():  # the server stopped before anything needed the core
+            self._settled.set()
+            return
+        try:
+            async with opener() as core:
+                self._core = core
+                self._settled.set()
+                await self._stop.wait()
+        except Exception as exc:  # noqa: BLE001 - kept, and raised by the lifespan
+            self.error = exc
+            cancel()
+        finally:
+            self._settled.set()
+
+    def close(self) -> None:
+        """Let ``run`` close the core (in order, as ``open_core`` does), or not open it at all."""
+        self._stop.set()
+        self._wanted.set()
