@@ -50,7 +50,7 @@ class CoreRef:
         try:
             core = await self.handle.get()
         except WanMcpError:
-            return 503, "stopping"
+            return 503, "not running"
         answer = await core.receive_webhook("wavespeed", headers, body)
         return answer.status, answer.reason
 
@@ -65,7 +65,7 @@ def build_server(
     prompts and the video player (an MCP App).
 
     ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
-    ``core_ref`` is given the core while the server runs. The core opens in the background
+    ``core_ref`` is given the core's handle while the server runs. The core opens in the background
     (``server.core_handle``): the first answers do not wait for it.
     """
     from tools import build_tools
@@ -76,7 +76,7 @@ def build_server(
 
     models = list(load_catalog().select(settings.models))
 
-    def open_running() -> AbstractAsyncContextManager[Core]:
+    def opener() -> AbstractAsyncContextManager[Core]:
         from server.core import open_core
 
         return open_core(settings, transport=transport)
@@ -85,7 +85,7 @@ def build_server(
     async def lifespan(_: MCPServer[CoreHandle]) -> AsyncGenerator[CoreHandle]:
         handle = CoreHandle()
         async with anyio.create_task_group() as task_group:
-            task_group.start_soon(handle.run, open_running, task_group.cancel_scope.cancel, name="core")
+            task_group.start_soon(handle.run, opener, name="core")
             if core_ref is not None:
                 core_ref.handle = handle
             try:
@@ -94,8 +94,6 @@ def build_server(
                 if core_ref is not None:
                     core_ref.handle = None
                 handle.close()
-        if handle.error is not None:
-            raise handle.error
 
     tools = attach_player(build_tools(models, settings))
     tasks = VideoTasks(tool.name for tool in tools if tool.name.endswith("_generate_video"))

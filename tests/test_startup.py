@@ -14,11 +14,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
 
+from server.app import build_server
 from server.core_handle import OPEN_AFTER_SECONDS, CoreHandle
-from server.errors import WanMcpError
+from server.errors import ConfigError, WanMcpError
 from server.providers.deferred import DeferredTransport
-from tests.mcp_helpers import serve_asgi
+from server.settings import Settings
+from tests.mcp_helpers import ERAS, serve_asgi, text_of
 
 PROBE = """
 import sys
@@ -100,7 +104,7 @@ async def test_the_core_opens_on_its_own_after_a_moment_and_closes_when_the_serv
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             started = anyio.current_time()
-            tg.start_soon(handle.run, lambda: opened(log, is_open), tg.cancel_scope.cancel)
+            tg.start_soon(handle.run, lambda: opened(log, is_open))
             await anyio.wait_all_tasks_blocked()
             assert handle.core is None
             await is_open.wait()  # nothing asked for it: it opened by itself
@@ -117,7 +121,7 @@ async def test_a_call_opens_the_core_at_once() -> None:
     handle = CoreHandle()
     with anyio.fail_after(OPEN_AFTER_SECONDS * 0.8):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(handle.run, lambda: opened(log), tg.cancel_scope.cancel)
+            tg.start_soon(handle.run, lambda: opened(log))
             assert await handle.get() == "core"
             handle.close()
     assert log == ["open", "close"]
@@ -129,32 +133,74 @@ async def test_a_server_stopped_before_anything_needed_the_core_never_opens_it()
     handle = CoreHandle()
     with anyio.fail_after(OPEN_AFTER_SECONDS * 0.8):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(handle.run, lambda: opened(log), tg.cancel_scope.cancel)
+            tg.start_soon(handle.run, lambda: opened(log))
             await anyio.wait_all_tasks_blocked()
             handle.close()
     assert log == []
-    with pytest.raises(WanMcpError, match="it is stopping"):
+    with pytest.raises(WanMcpError, match="is stopping"):
         await handle.get()
 
 
 @pytest.mark.anyio
-async def test_a_core_that_cannot_open_stops_the_server_with_its_error() -> None:
+async def test_a_core_that_cannot_open_is_logged_and_refuses_every_call_with_its_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     @asynccontextmanager
-    async def broken() -> AsyncIterator[Any]:
-        raise WanMcpError("WAN_MCP_DATABASE_URL: the journal cannot be reached")
+    async def unreachable() -> AsyncIterator[Any]:
+        raise ConfigError("Could not connect to the PostgreSQL journal. Check WAN_MCP_DATABASE_URL.")
         yield  # pragma: no cover
 
     handle = CoreHandle()
-    serving = anyio.Event()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(handle.run, broken, tg.cancel_scope.cancel)
-            serving.set()
-            with pytest.raises(WanMcpError, match="could not start: WAN_MCP_DATABASE_URL"):
-                await handle.get()
+            tg.start_soon(handle.run, unreachable)
+            for _ in range(2):  # the server keeps answering, and each call hears why
+                with pytest.raises(WanMcpError, match=r"could not start: Could not connect .* restart"):
+                    await handle.get()
+            handle.close()
+    assert isinstance(handle.error, ConfigError)
+    assert "could not start: Could not connect to the PostgreSQL journal" in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_server_whose_journal_cannot_open_still_lists_and_refuses_calls_with_the_reason(
+    tmp_path: Path, mode: str
+) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file where the data folder should be")
+    with anyio.fail_after(30):
+        async with Client(build_server(Settings(home=home)), mode=mode) as client:
+            assert len((await client.list_tools()).tools) == 14
+            refused = await client.call_tool("list_jobs", {})
+            with pytest.raises(MCPError, match="could not start"):
+                await client.read_resource("wan-video://jobs")
+            assert (await client.list_prompts()).prompts
+    assert refused.is_error
+    assert "The server could not start: " in text_of(refused)
+    assert "File exists" in text_of(refused)
+
+
+@pytest.mark.anyio
+async def test_a_running_core_that_fails_stops_the_server() -> None:
+    @asynccontextmanager
+    async def crashing() -> AsyncIterator[Any]:
+        yield "core"
+        raise RuntimeError("a poller broke")
+
+    handle = CoreHandle()
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handle.run, crashing)
+            assert await handle.get() == "core"
+            handle.close()
             await anyio.sleep_forever()  # the server's loop: cancelled by the failure
-    assert serving.is_set()
-    assert isinstance(handle.error, WanMcpError)
+
+    with anyio.fail_after(10), pytest.raises(ExceptionGroup) as caught:
+        await serve()
+    assert caught.group_contains(RuntimeError, match="a poller broke")
+    assert handle.error is None
 
 
 @pytest.mark.anyio

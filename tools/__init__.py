@@ -52,9 +52,13 @@ class RawArguments(ArgModelBase):
         return {"arguments": dict(self.model_extra or {})}
 
 
-async def core_of(ctx: AppContext) -> Core:
-    """The running core, once it is open."""
-    return await ctx.request_context.lifespan_context.get()
+async def core_of(ctx: AppContext, refusal: Callable[[str], Exception] = ToolError) -> Core:
+    """The running core, once it is open. When it could not open, the call is refused with the
+    reason as ``refusal`` (the asking surface's error: a tool's, a resource's, a prompt's)."""
+    try:
+        return await ctx.request_context.lifespan_context.get()
+    except WanMcpError as exc:
+        raise refusal(str(exc)) from exc
 
 
 def progress_reporter(ctx: AppContext) -> ProgressCallback:

@@ -228,7 +228,7 @@ def register_prompts(server: MCPServer[Any], models: Sequence[ModelSpec]) -> Non
             raise refuse("'job_ids' needs at least one job id; list_jobs shows recent ones.")
         if len(ids) > MAX_TAKES:
             raise refuse(f"'job_ids' names {len(ids)} jobs; compare at most {MAX_TAKES} at a time.")
-        store = (await core_of(ctx)).store
+        store = (await core_of(ctx, refuse)).store
         jobs: list[Job] = []
         for job_id in ids:
             try:

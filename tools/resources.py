@@ -46,7 +46,7 @@ def register_resources(server: MCPServer) -> None:
         mime_type="application/json",
     )
     async def job_resource(job_id: str, ctx: AppContext) -> str:  # pyright: ignore[reportUnusedFunction]
-        core = await core_of(ctx)
+        core = await core_of(ctx, ResourceError)
         try:
             job = await core.store.get(job_id)
         except JobNotFound as exc:
@@ -61,7 +61,7 @@ def register_resources(server: MCPServer) -> None:
         mime_type="video/mp4",
     )
     async def video_resource(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
-        core = await core_of(ctx)
+        core = await core_of(ctx, ResourceError)
         try:
             job = await core.store.get(job_id)
         except JobNotFound as exc:
@@ -81,7 +81,7 @@ def register_resources(server: MCPServer) -> None:
         mime_type="application/json",
     )
     async def jobs_resource(ctx: AppContext, limit: int = 20) -> str:  # pyright: ignore[reportUnusedFunction]
-        core = await core_of(ctx)
+        core = await core_of(ctx, ResourceError)
         jobs = await core.store.recent(max(1, min(limit, 200)))
         return json.dumps([job_record(job, core) for job in jobs], indent=2)
 
@@ -95,7 +95,7 @@ def register_media_resources(server: MCPServer) -> None:
         from server.media.frames import extract_frame, saved_video
         from server.media.video import VideoError
 
-        store = (await core_of(ctx)).store
+        store = (await core_of(ctx, ResourceError)).store
         try:
             video = await saved_video(store, job_id)
             found = await anyio.to_thread.run_sync(extract_frame, video, ref)
@@ -153,7 +153,7 @@ def register_media_resources(server: MCPServer) -> None:
         from server.media.frames import saved_video
         from server.media.video import VideoError
 
-        store = (await core_of(ctx)).store
+        store = (await core_of(ctx, ResourceError)).store
         try:
             video = await saved_video(store, job_id)
             return await anyio.to_thread.run_sync(_sheet_bytes, video)
@@ -170,7 +170,7 @@ def register_media_resources(server: MCPServer) -> None:
     async def stitched(stitch_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
         from server.media.stitch import find_stitch
 
-        folder = (await core_of(ctx)).settings.videos_dir
+        folder = (await core_of(ctx, ResourceError)).settings.videos_dir
         path = await anyio.to_thread.run_sync(find_stitch, folder, stitch_id)
         if path is None:
             raise ResourceError(f"No stitched video has the id '{stitch_id}'; stitch_videos returns it.")

@@ -28,6 +28,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict, Field
 
 from server.core_handle import CoreHandle
+from server.errors import WanMcpError
 from tools.results import cancel_note, job_result
 
 if TYPE_CHECKING:
@@ -69,7 +70,10 @@ class TaskUpdate(TaskRef):
 
 async def _core(ctx: ServerRequestContext[Any, Any]) -> Core:
     handle: CoreHandle = ctx.lifespan_context
-    return await handle.get()
+    try:
+        return await handle.get()
+    except WanMcpError as exc:
+        raise MCPError(code=INTERNAL_ERROR, message=str(exc)) from exc
 
 
 def _iso(timestamp: float) -> str:

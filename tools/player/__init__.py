@@ -32,6 +32,7 @@ from pydantic import Field
 
 from server.core_handle import CoreHandle
 from server.errors import JobNotFound
+from tools import core_of
 
 if TYPE_CHECKING:
     from server.core import Core
@@ -97,7 +98,7 @@ async def read_video_chunk(
 ) -> CallToolResult:
     """One chunk of a job's saved MP4: ``{job_id, offset, count, total, has_more, b64}``, at most
     ``CHUNK_BYTES`` from ``offset``."""
-    core = await ctx.request_context.lifespan_context.get()
+    core = await core_of(ctx)
     try:
         job = await core.store.get(job_id)
     except JobNotFound as exc:
@@ -163,7 +164,7 @@ def _with_player_facts(fn: ToolFn, context_kwarg: str) -> ToolFn:
         ctx = cast("PlayerContext | None", kwargs.get(context_kwarg))
         record = result.structured_content if isinstance(result, CallToolResult) else None
         if ctx is not None and record is not None and client_supports_apps(ctx):
-            core = await ctx.request_context.lifespan_context.get()
+            core = await core_of(ctx)
             job_id = record.get("job_id")
             if isinstance(job_id, str):
                 try:
