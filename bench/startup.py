@@ -7,7 +7,7 @@ Both start from bytecode, as an installed package does: the warm-up runs write t
 editable checkout may lack (with ``PYTHONDONTWRITEBYTECODE`` set, every start would compile every
 module of ours that has none, while the SDK's were compiled when it was installed).
 
-    .venv/bin/python bench/startup.py [--runs 21]
+    .venv/bin/python bench/startup.py [--runs 31]
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def time_tools_list(command: list[str], env: dict[str, str], era: str = "legacy"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Start-up time beside the SDK's floor.")
-    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--runs", type=int, default=31)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         floor_script = Path(tmp) / "floor.py"
