@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
+from server.ledger import Ledger, ledger_summary
+
 if TYPE_CHECKING:
     from server.core import Core, EstimateResult
     from server.jobs.store import Job
-    from server.ledger import Ledger
 
 log = logging.getLogger("wan_video_mcp.tools")
 
@@ -60,10 +61,10 @@ def job_video_uri(job_id: str) -> str:
 
 def job_record(job: Job, core: Core) -> dict[str, Any]:
     """The job as structured content (and as its resource's JSON)."""
-    now = time.time()
     from server.jobs.runner import describe_progress
     from server.media.frames import sheet_path
 
+    now = time.time()
     _, progress_text = describe_progress(job, core.models.get(job.model), now)
     record: dict[str, Any] = {
         "job_id": job.id,
@@ -213,6 +214,8 @@ def completed_blocks(job: Job) -> list[ContentBlock]:
 
     The record's link stays first, so a client that reads the first link keeps getting the JSON.
     """
+    from server.media.frames import sheet_path
+
     blocks: list[ContentBlock] = [
         ResourceLink(
             type="resource_link",
@@ -237,8 +240,6 @@ def completed_blocks(job: Job) -> list[ContentBlock]:
                 size=size,
             )
         )
-    from server.media.frames import sheet_path
-
     # The contact sheet stands in for the poster: several frames show the motion, not one.
     sheet = poster_base64(str(sheet_path(Path(job.local_path)))) if job.local_path else None
     poster = sheet or poster_base64(job.poster_path)
@@ -325,8 +326,6 @@ def ledger_result(ledger: Ledger, core: Core) -> CallToolResult:
         }
         for job in ledger.jobs
     ]
-    from server.ledger import ledger_summary
-
     summary = ledger_summary(ledger)
     total = summary["total"]
     text = (
