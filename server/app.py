@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
 
-import httpx
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.request_state import RequestStateSecurity
 
 from server import __version__
 from server.catalog import load_catalog
-from server.core import Core, open_core
+from server.core_handle import CoreHandle
+from server.errors import WanMcpError
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from server.core import Core
 
 INSTRUCTIONS = (
     "Turns a still image into a short video with Wan 2.x models. Per model: <model>_estimate_cost "
@@ -34,13 +41,17 @@ class CoreRef:
     """The running core, for what lives beside the MCP app (the webhook route)."""
 
     def __init__(self) -> None:
-        self.core: Core | None = None
+        self.handle: CoreHandle | None = None
 
     async def wavespeed_webhook(self, headers: dict[str, str], body: bytes) -> tuple[int, str]:
-        """``POST /webhooks/wavespeed``: handed to the core once it is running."""
-        if self.core is None:
+        """``POST /webhooks/wavespeed``: handed to the core once the server runs (and it is open)."""
+        if self.handle is None:
             return 503, "starting"
-        answer = await self.core.receive_webhook("wavespeed", headers, body)
+        try:
+            core = await self.handle.get()
+        except WanMcpError:
+            return 503, "not running"
+        answer = await core.receive_webhook("wavespeed", headers, body)
         return answer.status, answer.reason
 
 
@@ -49,12 +60,13 @@ def build_server(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     core_ref: CoreRef | None = None,
-) -> MCPServer[Core]:
+) -> MCPServer[CoreHandle]:
     """An ``MCPServer`` with a tool pair per enabled model, ``get_result``, the job resources, the
     prompts and the video player (an MCP App).
 
     ``transport`` mounts a fake provider in-process (tests); by default providers are real HTTP.
-    ``core_ref`` is given the core while the server runs.
+    ``core_ref`` is given the core's handle while the server runs. The core opens in the background
+    (``server.core_handle``): the first answers do not wait for it.
     """
     from tools import build_tools
     from tools.player import attach_player, player_extension
@@ -64,21 +76,29 @@ def build_server(
 
     models = list(load_catalog().select(settings.models))
 
+    def opener() -> AbstractAsyncContextManager[Core]:
+        from server.core import open_core
+
+        return open_core(settings, transport=transport)
+
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Core]) -> AsyncGenerator[Core]:
-        async with open_core(settings, transport=transport) as core:
+    async def lifespan(_: MCPServer[CoreHandle]) -> AsyncGenerator[CoreHandle]:
+        handle = CoreHandle()
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(handle.run, opener, name="core")
             if core_ref is not None:
-                core_ref.core = core
+                core_ref.handle = handle
             try:
-                yield core
+                yield handle
             finally:
                 if core_ref is not None:
-                    core_ref.core = None
+                    core_ref.handle = None
+                handle.close()
 
     tools = attach_player(build_tools(models, settings))
     tasks = VideoTasks(tool.name for tool in tools if tool.name.endswith("_generate_video"))
     keys = [k.get_secret_value() for k in settings.http.request_state_keys]
-    server: MCPServer[Core] = MCPServer(
+    server: MCPServer[CoreHandle] = MCPServer(
         name="wan-video-mcp",
         request_state_security=RequestStateSecurity(keys=keys) if keys else None,
         title="Wan image-to-video",

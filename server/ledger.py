@@ -6,11 +6,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.errors import InvalidRequest
-from server.jobs.store import Job, JobStore
-from server.settings import SpendPolicy
+
+if TYPE_CHECKING:
+    from server.jobs.store import Job, JobStore
+    from server.settings import SpendPolicy
 
 STATUSES = ("queued", "running", "completed", "failed", "unconfirmed", "cancelled")
 _CHARGEABLE = ("pending", "accepted", "unknown", "held")

@@ -15,6 +15,9 @@ DEFAULT_VTRIX_BASE_URL = "https://cloud.vtrix.ai"
 # Some MCP clients drop a tool call at 60 s; a generate call returns well before that.
 DEFAULT_WAIT_SECONDS = 40.0
 MAX_WAIT_SECONDS = 600.0
+# stitch_videos' bounds, here beside the other bounds the tools publish (tools/list needs no media code).
+MAX_PARTS = 20
+MAX_CROSSFADE_SECONDS = 2.0
 WEBHOOK_PATH = "/webhooks/wavespeed"
 
 

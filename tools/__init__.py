@@ -4,16 +4,20 @@ Tools are thin: check the arguments (``server.catalog.params``), call the core, 
 Generate and estimate tools publish a JSON Schema written from the catalog and validate with the
 catalog's own model, so an agent sees every documented bound and a refusal that names the
 parameter and its allowed values; the SDK's generic validation is bypassed for them.
+
+Building the tools loads none of the core: a handler awaits it (``core_of``) and imports what it
+needs from it where it runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import build_resolver_plans, find_resolved_parameters
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.types import CallToolResult, ToolAnnotations
@@ -22,15 +26,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.catalog import ModelSpec
 from server.catalog.params import input_schema
 from server.catalog.pricing import price_range
-from server.core import Core
+from server.core_handle import CoreHandle
 from server.errors import InvalidRequest, WanMcpError
-from server.jobs.runner import ProgressCallback
 from server.ledger import STATUSES, build_ledger, parse_since
 from server.settings import MAX_WAIT_SECONDS, Settings
 from tools.results import estimate_result, job_result, ledger_result
 from tools.tasks import task_start
 
-AppContext = Context[Core, Any]
+if TYPE_CHECKING:
+    from server.core import Core
+    from server.jobs.runner import ProgressCallback
+
+AppContext = Context[CoreHandle, Any]
 # Only readOnlyHint: the spec gives idempotentHint meaning only when readOnlyHint is false.
 READ_ONLY = ToolAnnotations(read_only_hint=True)
 
@@ -38,14 +45,20 @@ READ_ONLY = ToolAnnotations(read_only_hint=True)
 class RawArguments(ArgModelBase):
     """Hands the tool every argument as sent; the catalog's model validates them."""
 
-    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+    # defer_build: its validator is made on the first call, not at start-up (as for the models below).
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True, defer_build=True)
 
     def model_dump_one_level(self) -> dict[str, Any]:
         return {"arguments": dict(self.model_extra or {})}
 
 
-def core_of(ctx: AppContext) -> Core:
-    return ctx.request_context.lifespan_context
+async def core_of(ctx: AppContext, refusal: Callable[[str], Exception] = ToolError) -> Core:
+    """The running core, once it is open. When it could not open, the call is refused with the
+    reason as ``refusal`` (the asking surface's error: a tool's, a resource's, a prompt's)."""
+    try:
+        return await ctx.request_context.lifespan_context.get()
+    except WanMcpError as exc:
+        raise refusal(str(exc)) from exc
 
 
 def progress_reporter(ctx: AppContext) -> ProgressCallback:
@@ -73,6 +86,7 @@ def wait_schema(settings: Settings) -> dict[str, Any]:
 class SpendConfirmation(BaseModel):
     """What the user is asked before an expensive job."""
 
+    model_config = ConfigDict(defer_build=True)
     approve: bool = Field(description="Pay for this video?")
 
 
@@ -93,12 +107,13 @@ def server_parameters(settings: Settings) -> dict[str, Any]:
     return params
 
 
-# The first tool made from a plain ``(arguments, ctx)`` function; later ones reuse its FuncMetadata,
-# which depends on nothing but that signature and costs a pydantic model to derive at start-up.
-_PLAIN: list[Tool] = []
+# Per handler signature ("plain" ``(arguments, ctx)``, or "confirm" with the spend confirmation),
+# the first tool made with it; later ones reuse its FuncMetadata, which depends on nothing but that
+# signature and costs a pydantic model to derive at start-up.
+_SHAPES: dict[str, Tool] = {}
 
 
-def _catalog_tool(
+def raw_tool(
     fn: Callable[..., Awaitable[CallToolResult]],
     *,
     name: str,
@@ -106,16 +121,30 @@ def _catalog_tool(
     description: str,
     schema: dict[str, Any],
     annotations: ToolAnnotations,
-    plain: bool = False,
+    shape: str,
 ) -> Tool:
-    if plain and _PLAIN:
-        changes = {"name": name, "title": title, "description": description, "annotations": annotations}
-        return _PLAIN[0].model_copy(update={**changes, "fn": fn, "parameters": schema})
+    """A tool that publishes ``schema`` and hands its handler the arguments as sent (it checks
+    them itself); ``shape`` names the handler's signature."""
+    first = _SHAPES.get(shape)
+    if first is not None:
+        # A resolver is the handler's own (a closure per model): its plan is made for this handler.
+        # Resolvers take the tool's arguments by the one name RawArguments passes them as.
+        resolved = find_resolved_parameters(fn)
+        changes = {
+            "name": name,
+            "title": title,
+            "description": description,
+            "annotations": annotations,
+            "fn": fn,
+            "parameters": schema,
+            "resolved_params": resolved,
+            "resolver_plans": build_resolver_plans(resolved, {"arguments"}),
+        }
+        return first.model_copy(update=changes)
     tool = Tool.from_function(fn, name=name, title=title, description=description, annotations=annotations)
     tool.parameters = schema
     tool.fn_metadata.arg_model = RawArguments
-    if plain:
-        _PLAIN.append(tool)
+    _SHAPES[shape] = tool.model_copy()  # kept as made: callers may change the tool they get
     return tool
 
 
@@ -124,7 +153,7 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
 
     async def ask_to_confirm(arguments: dict[str, Any], ctx: AppContext) -> Elicit[SpendConfirmation] | str:
         try:
-            estimate = core_of(ctx).price_to_confirm(spec, arguments)
+            estimate = (await core_of(ctx)).price_to_confirm(spec, arguments)
         except WanMcpError:
             return "invalid arguments: the tool reports them"
         if estimate is None:
@@ -142,7 +171,7 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
         ctx: AppContext,
         confirmation: Annotated[ElicitationResult[SpendConfirmation], Resolve(ask_to_confirm)],
     ) -> CallToolResult:
-        core = core_of(ctx)
+        core = await core_of(ctx)
         declined = ToolError(
             "The user did not agree to the price, so nothing was sent and nothing was charged."
         )
@@ -169,7 +198,7 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
         ElicitationResult[SpendConfirmation], Resolve(ask_to_confirm)
     ]
 
-    return _catalog_tool(
+    return raw_tool(
         generate_video,
         name=f"{spec.slug}_generate_video",
         title=spec.title,
@@ -177,6 +206,7 @@ def generate_tool(spec: ModelSpec, settings: Settings) -> Tool:
         schema=input_schema(spec, spec.param, server_parameters(settings)),
         # openWorldHint is true by the spec's default, so it is not sent.
         annotations=ToolAnnotations(destructive_hint=False),
+        shape="confirm",
     )
 
 
@@ -185,14 +215,14 @@ def estimate_tool(spec: ModelSpec) -> Tool:
 
     async def estimate_cost(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
         try:
-            result = await core_of(ctx).estimate(spec, arguments)
+            result = await (await core_of(ctx)).estimate(spec, arguments)
         except WanMcpError as exc:
             raise ToolError(str(exc)) from exc
         return estimate_result(result)
 
     # Only the priced parameters are declared (a short tools/list); every other generate argument
     # is accepted as an extra one and checked exactly as generate checks it.
-    return _catalog_tool(
+    return raw_tool(
         estimate_cost,
         name=f"{spec.slug}_estimate_cost",
         # No title: one per model would cost ~45 bytes of every tools/list for a label that
@@ -201,7 +231,7 @@ def estimate_tool(spec: ModelSpec) -> Tool:
         description="Free: USD price and its source; takes the generate arguments.",
         schema=input_schema(spec, spec.priced_params, closed=False),
         annotations=READ_ONLY,
-        plain=True,
+        shape="plain",
     )
 
 
@@ -209,7 +239,7 @@ def get_result_tool(settings: Settings) -> Tool:
     """``get_result``: one job of any model."""
 
     async def get_result(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
-        core = core_of(ctx)
+        core = await core_of(ctx)
         try:
             unknown = set(arguments) - {"job_id", "wait_seconds"}
             if unknown:
@@ -235,14 +265,14 @@ def get_result_tool(settings: Settings) -> Tool:
         "required": ["job_id"],
         "additionalProperties": False,
     }
-    return _catalog_tool(
+    return raw_tool(
         get_result,
         name="get_result",
         title="Get video job result",
         description="A job's status; waits up to wait_seconds. Completed: video_url.",
         schema=schema,
         annotations=READ_ONLY,
-        plain=True,
+        shape="plain",
     )
 
 
@@ -251,7 +281,7 @@ def list_jobs_tool(models: list[ModelSpec]) -> Tool:
     slugs = [m.slug for m in models]
 
     async def list_jobs(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
-        core = core_of(ctx)
+        core = await core_of(ctx)
         try:
             filters = _list_filters(arguments, slugs)
             ledger = await build_ledger(core.store, core.settings.spend, **filters)
@@ -272,14 +302,14 @@ def list_jobs_tool(models: list[ModelSpec]) -> Tool:
         },
         "additionalProperties": False,
     }
-    return _catalog_tool(
+    return raw_tool(
         list_jobs,
         name="list_jobs",
         title="List video jobs and spend",
         description="Recent jobs with costs, totals per day and model, budget left.",
         schema=schema,
         annotations=READ_ONLY,
-        plain=True,
+        shape="plain",
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.prompts.base import Message, Prompt, PromptArgument, UserMessage
@@ -21,9 +21,11 @@ from mcp.types import INVALID_PARAMS, ImageContent
 from server.catalog import ModelSpec
 from server.catalog.pricing import catalog_price, price_points
 from server.errors import JobNotFound
-from server.jobs.store import Job
 from tools import AppContext, core_of
 from tools.results import poster_base64
+
+if TYPE_CHECKING:
+    from server.jobs.store import Job
 
 MAX_TAKES = 8
 _NUMBER = re.compile(r"^\$?\s*(\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?|usd|\$)?$", re.IGNORECASE)
@@ -226,7 +228,7 @@ def register_prompts(server: MCPServer[Any], models: Sequence[ModelSpec]) -> Non
             raise refuse("'job_ids' needs at least one job id; list_jobs shows recent ones.")
         if len(ids) > MAX_TAKES:
             raise refuse(f"'job_ids' names {len(ids)} jobs; compare at most {MAX_TAKES} at a time.")
-        store = core_of(ctx).store
+        store = (await core_of(ctx, refuse)).store
         jobs: list[Job] = []
         for job_id in ids:
             try:

@@ -1,26 +1,20 @@
 """Resources: a job's JSON record, its saved MP4, the list of recent jobs; frames and contact
-sheets of saved videos, and stitched videos."""
+sheets of saved videos, and stitched videos.
+
+Media code is imported where it is used: registering the resources loads none of it.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 
 from server.errors import JobNotFound, WanMcpError
-from server.media.frames import (
-    FrameRef,
-    extract_frame,
-    parse_frame_uri,
-    save_contact_sheet,
-    saved_video,
-    sheet_path,
-)
-from server.media.stitch import find_stitch
-from server.media.video import VideoError
 from tools import AppContext, core_of
 from tools.results import (
     CONTACT_SHEET_URI,
@@ -33,6 +27,9 @@ from tools.results import (
     job_record,
 )
 from tools.stitch import STITCH_URI
+
+if TYPE_CHECKING:
+    from server.media.frames import FrameRef
 
 # Resource contents travel as base64 inside one JSON-RPC message; past this, use local_path.
 MAX_VIDEO_RESOURCE_BYTES = 64 * 1024 * 1024
@@ -49,7 +46,7 @@ def register_resources(server: MCPServer) -> None:
         mime_type="application/json",
     )
     async def job_resource(job_id: str, ctx: AppContext) -> str:  # pyright: ignore[reportUnusedFunction]
-        core = core_of(ctx)
+        core = await core_of(ctx, ResourceError)
         try:
             job = await core.store.get(job_id)
         except JobNotFound as exc:
@@ -64,7 +61,7 @@ def register_resources(server: MCPServer) -> None:
         mime_type="video/mp4",
     )
     async def video_resource(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
-        core = core_of(ctx)
+        core = await core_of(ctx, ResourceError)
         try:
             job = await core.store.get(job_id)
         except JobNotFound as exc:
@@ -84,7 +81,7 @@ def register_resources(server: MCPServer) -> None:
         mime_type="application/json",
     )
     async def jobs_resource(ctx: AppContext, limit: int = 20) -> str:  # pyright: ignore[reportUnusedFunction]
-        core = core_of(ctx)
+        core = await core_of(ctx, ResourceError)
         jobs = await core.store.recent(max(1, min(limit, 200)))
         return json.dumps([job_record(job, core) for job in jobs], indent=2)
 
@@ -95,7 +92,10 @@ def register_media_resources(server: MCPServer) -> None:
     """Frames and contact sheets of saved videos, and stitched videos."""
 
     async def frame(job_id: str, ref: FrameRef, ctx: AppContext) -> bytes:
-        store = core_of(ctx).store
+        from server.media.frames import extract_frame, saved_video
+        from server.media.video import VideoError
+
+        store = (await core_of(ctx, ResourceError)).store
         try:
             video = await saved_video(store, job_id)
             found = await anyio.to_thread.run_sync(extract_frame, video, ref)
@@ -111,6 +111,8 @@ def register_media_resources(server: MCPServer) -> None:
         mime_type="image/png",
     )
     async def first_frame(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
+        from server.media.frames import FrameRef
+
         return await frame(job_id, FrameRef(job_id, "first"), ctx)
 
     @server.resource(
@@ -121,6 +123,8 @@ def register_media_resources(server: MCPServer) -> None:
         mime_type="image/png",
     )
     async def last_frame(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
+        from server.media.frames import FrameRef
+
         return await frame(job_id, FrameRef(job_id, "last"), ctx)
 
     @server.resource(
@@ -131,6 +135,8 @@ def register_media_resources(server: MCPServer) -> None:
         mime_type="image/png",
     )
     async def frame_at(job_id: str, seconds: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
+        from server.media.frames import parse_frame_uri
+
         ref = parse_frame_uri(f"wan-video://jobs/{job_id}/frames/at/{seconds}")
         if ref is None:
             raise ResourceError(f"'{seconds}' is not a time in seconds such as 2.5.")
@@ -144,7 +150,10 @@ def register_media_resources(server: MCPServer) -> None:
         mime_type="image/jpeg",
     )
     async def sheet(job_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
-        store = core_of(ctx).store
+        from server.media.frames import saved_video
+        from server.media.video import VideoError
+
+        store = (await core_of(ctx, ResourceError)).store
         try:
             video = await saved_video(store, job_id)
             return await anyio.to_thread.run_sync(_sheet_bytes, video)
@@ -159,7 +168,9 @@ def register_media_resources(server: MCPServer) -> None:
         mime_type="video/mp4",
     )
     async def stitched(stitch_id: str, ctx: AppContext) -> bytes:  # pyright: ignore[reportUnusedFunction]
-        folder = core_of(ctx).settings.videos_dir
+        from server.media.stitch import find_stitch
+
+        folder = (await core_of(ctx, ResourceError)).settings.videos_dir
         path = await anyio.to_thread.run_sync(find_stitch, folder, stitch_id)
         if path is None:
             raise ResourceError(f"No stitched video has the id '{stitch_id}'; stitch_videos returns it.")
@@ -168,6 +179,8 @@ def register_media_resources(server: MCPServer) -> None:
 
 def _sheet_bytes(video: Path) -> bytes:
     """The saved sheet, made now for a video archived before sheets existed."""
+    from server.media.frames import save_contact_sheet, sheet_path
+
     path = sheet_path(video)
     if not path.is_file():
         path = save_contact_sheet(video)

@@ -1,5 +1,9 @@
 """What a job looks like to an agent: structured content, a short text, a resource link and,
-once the video is saved, its contact sheet (or, without one, its poster frame)."""
+once the video is saved, its contact sheet (or, without one, its poster frame).
+
+The core's modules are imported where they are used: they are loaded with the core, after the
+server's first answers (``server.core_handle``).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,15 @@ import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
-from server.core import Core, EstimateResult
-from server.jobs.runner import describe_progress
-from server.jobs.store import Job
 from server.ledger import Ledger, ledger_summary
-from server.media.frames import sheet_path
+
+if TYPE_CHECKING:
+    from server.core import Core, EstimateResult
+    from server.jobs.store import Job
 
 log = logging.getLogger("wan_video_mcp.tools")
 
@@ -57,6 +61,9 @@ def job_video_uri(job_id: str) -> str:
 
 def job_record(job: Job, core: Core) -> dict[str, Any]:
     """The job as structured content (and as its resource's JSON)."""
+    from server.jobs.runner import describe_progress
+    from server.media.frames import sheet_path
+
     now = time.time()
     _, progress_text = describe_progress(job, core.models.get(job.model), now)
     record: dict[str, Any] = {
@@ -207,6 +214,8 @@ def completed_blocks(job: Job) -> list[ContentBlock]:
 
     The record's link stays first, so a client that reads the first link keeps getting the JSON.
     """
+    from server.media.frames import sheet_path
+
     blocks: list[ContentBlock] = [
         ResourceLink(
             type="resource_link",

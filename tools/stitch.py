@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from mcp.server.mcpserver.exceptions import ToolError
@@ -11,10 +11,11 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 
 from server.errors import InvalidRequest, WanMcpError
-from server.media.frames import sheet_path
-from server.media.stitch import MAX_CROSSFADE_SECONDS, MAX_PARTS, Stitched, stitch_jobs
-from server.media.video import VideoError
-from tools import AppContext, RawArguments, core_of
+from server.settings import MAX_CROSSFADE_SECONDS, MAX_PARTS
+from tools import AppContext, core_of, raw_tool
+
+if TYPE_CHECKING:
+    from server.media.stitch import Stitched
 
 STITCH_URI = "wan-video://stitches/{stitch_id}"
 # A contact sheet is at most 100 KB; a poster a few tens.
@@ -29,7 +30,10 @@ def stitch_tool() -> Tool:
     """``stitch_videos``."""
 
     async def stitch_videos(arguments: dict[str, Any], ctx: AppContext) -> CallToolResult:
-        core = core_of(ctx)
+        from server.media.stitch import stitch_jobs
+        from server.media.video import VideoError
+
+        core = await core_of(ctx)
         try:
             unknown = set(arguments) - {"job_ids", "crossfade_seconds"}
             if unknown:
@@ -57,15 +61,15 @@ def stitch_tool() -> Tool:
         # Open, like the estimate tools' (tools/list is capped): unknown arguments are refused by name.
         "required": ["job_ids"],
     }
-    tool = Tool.from_function(
+    return raw_tool(
         stitch_videos,
         name="stitch_videos",
+        title=None,
         description="Joins completed jobs' videos, in order, into one MP4. Free.",
+        schema=schema,
         annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False),
+        shape="plain",
     )
-    tool.parameters = schema
-    tool.fn_metadata.arg_model = RawArguments
-    return tool
 
 
 async def stitch_result(stitched: Stitched) -> CallToolResult:
@@ -98,6 +102,8 @@ async def stitch_result(stitched: Stitched) -> CallToolResult:
 
 
 def _preview(stitched: Stitched) -> str | None:
+    from server.media.frames import sheet_path
+
     for path in (sheet_path(stitched.video), stitched.poster):
         try:
             if path.is_file() and path.stat().st_size <= _MAX_IMAGE_BYTES:

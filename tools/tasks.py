@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
@@ -25,12 +25,16 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolRequestParams, RequestParams
 from mcp_types import HEADER_MISMATCH, INTERNAL_ERROR, INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from server.core import Core
-from server.jobs.runner import Submission, describe_progress
-from server.jobs.store import Job
+from server.core_handle import CoreHandle
+from server.errors import WanMcpError
 from tools.results import cancel_note, job_result
+
+if TYPE_CHECKING:
+    from server.core import Core
+    from server.jobs.runner import Submission
+    from server.jobs.store import Job
 
 TASKS = "io.modelcontextprotocol/tasks"
 _MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
@@ -54,6 +58,7 @@ def task_start() -> TaskStart | None:
 class TaskRef(RequestParams):
     """``{taskId}``: the params of ``tasks/get`` and ``tasks/cancel``."""
 
+    model_config = ConfigDict(defer_build=True)  # built on the first task request, not at start-up
     task_id: str = Field(min_length=1, max_length=200)
 
 
@@ -61,6 +66,14 @@ class TaskUpdate(TaskRef):
     """``tasks/update``: answers to input requests (this server never asks for any)."""
 
     input_responses: dict[str, Any] | None = None
+
+
+async def _core(ctx: ServerRequestContext[Any, Any]) -> Core:
+    handle: CoreHandle = ctx.lifespan_context
+    try:
+        return await handle.get()
+    except WanMcpError as exc:
+        raise MCPError(code=INTERNAL_ERROR, message=str(exc)) from exc
 
 
 def _iso(timestamp: float) -> str:
@@ -111,7 +124,7 @@ class VideoTasks(Extension):
         # as they are: nothing new is running, so there is no task.
         if submission is None or (submission.duplicate and submission.job.is_final):
             return result
-        core: Core = ctx.lifespan_context
+        core = await _core(ctx)
         job = await core.ensure_task(submission.job)
         task = self._task(job, core)
         if submission.duplicate:
@@ -123,6 +136,8 @@ class VideoTasks(Extension):
 
     def _task(self, job: Job, core: Core) -> dict[str, Any]:
         """The task's wire fields for the job's current row."""
+        from server.jobs.runner import describe_progress
+
         _, line = describe_progress(job, core.models.get(job.model), time.time())
         if job.status == "cancelled":
             status = "cancelled"
@@ -152,7 +167,7 @@ class VideoTasks(Extension):
         named = headers.get("mcp-name") if headers is not None else None
         if named is not None and named != params.task_id:
             raise MCPError(code=HEADER_MISMATCH, message="The Mcp-Name header does not match taskId.")
-        core: Core = ctx.lifespan_context
+        core = await _core(ctx)
         job = await core.task(params.task_id)
         unknown = f"No task has the id {params.task_id!r}."
         if job is None:

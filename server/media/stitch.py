@@ -40,6 +40,7 @@ from server.jobs.store import Job, JobStore
 from server.media.archive import write_atomic
 from server.media.frames import save_contact_sheet, saved_video
 from server.media.video import VideoError, VideoFacts, inspect_video, video_record
+from server.settings import MAX_CROSSFADE_SECONDS, MAX_PARTS
 
 if TYPE_CHECKING:
     from av.video.frame import VideoFrame
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wan_video_mcp.media")
 
-MAX_PARTS = 20
-MAX_CROSSFADE_SECONDS = 2.0
 STITCH_ID = re.compile(r"^stitch-[0-9a-f]{12}$")
 _CODECS = ("libx264", "h264", "mpeg4")
 Mode = Literal["copied", "re-encoded"]

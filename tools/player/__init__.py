@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import anyio.to_thread
 from mcp.server.apps import Apps, client_supports_apps
@@ -30,10 +30,13 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from server.core import Core
+from server.core_handle import CoreHandle
 from server.errors import JobNotFound
-from server.jobs.runner import describe_progress
-from server.jobs.store import Job
+from tools import core_of
+
+if TYPE_CHECKING:
+    from server.core import Core
+    from server.jobs.store import Job
 
 PLAYER_URI = "ui://wan-video/player.html"
 # At most 512 KiB and a multiple of 3, so each chunk's base64 has no padding and the pieces join
@@ -44,7 +47,7 @@ DEFAULT_POLL_SECONDS = 3.0
 # A poll of ours lands just after the server's own, so it sees that poll's answer.
 POLL_MARGIN_SECONDS = 0.3
 
-PlayerContext = Context[Core, Any]
+PlayerContext = Context[CoreHandle, Any]
 
 
 def player_html() -> str:
@@ -95,7 +98,7 @@ async def read_video_chunk(
 ) -> CallToolResult:
     """One chunk of a job's saved MP4: ``{job_id, offset, count, total, has_more, b64}``, at most
     ``CHUNK_BYTES`` from ``offset``."""
-    core: Core = ctx.request_context.lifespan_context
+    core = await core_of(ctx)
     try:
         job = await core.store.get(job_id)
     except JobNotFound as exc:
@@ -133,6 +136,8 @@ def _read_chunk(path: Path, offset: int, job_id: str) -> tuple[int, bytes]:
 
 def player_facts(job: Job, core: Core) -> dict[str, Any]:
     """What the player needs beyond the job record: a progress fraction and its polling pace."""
+    from server.jobs.runner import describe_progress
+
     now = time.time()
     fraction, _ = describe_progress(job, core.models.get(job.model), now)
     facts: dict[str, Any] = {"progress": round(fraction, 3)}
@@ -159,7 +164,7 @@ def _with_player_facts(fn: ToolFn, context_kwarg: str) -> ToolFn:
         ctx = cast("PlayerContext | None", kwargs.get(context_kwarg))
         record = result.structured_content if isinstance(result, CallToolResult) else None
         if ctx is not None and record is not None and client_supports_apps(ctx):
-            core = ctx.request_context.lifespan_context
+            core = await core_of(ctx)
             job_id = record.get("job_id")
             if isinstance(job_id, str):
                 try:
