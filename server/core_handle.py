@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 
@@ -41,7 +41,7 @@ class CoreHandle:
         self._wanted = anyio.Event()
         self._settled = anyio.Event()
         self._stop = anyio.Event()
-        self.error: Exception | None = None
+        self.error: BaseException | None = None
 
     @property
     def core(self) -> Core | None:
@@ -61,8 +61,8 @@ class CoreHandle:
         if self.error is None:
             raise WanMcpError("The server is stopping; nothing was sent and nothing was charged.")
         raise WanMcpError(
-            f"The server could not start: {self.error} Nothing was sent and nothing was charged; "
-            "restart the server once this is fixed."
+            f"The server could not start: {_describe(self.error)} Nothing was sent and nothing was "
+            "charged; restart the server once this is fixed."
         )
 
     async def run(self, opener: CoreOpener) -> None:
@@ -83,9 +83,9 @@ class CoreHandle:
         except Exception as exc:
             if self._core is not None:
                 raise
-            self.error = exc
-            if isinstance(exc, WanMcpError):
-                log.error("the server could not start: %s", exc)
+            self.error = _reason(exc)
+            if isinstance(self.error, WanMcpError):
+                log.error("the server could not start: %s", self.error)
             else:
                 log.exception("the server could not start")
         finally:
@@ -95,3 +95,22 @@ class CoreHandle:
         """Let ``run`` close the core (in order, as ``open_core`` does), or not open it at all."""
         self._stop.set()
         self._wanted.set()
+
+
+def _reason(exc: BaseException) -> BaseException:
+    """The failure itself, out of the task groups it came through (ours first, else the first)."""
+    while isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        inner = group.exceptions
+        exc = next((e for e in inner if isinstance(e, WanMcpError)), inner[0])
+    return exc
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return (
+            f"{error.strerror or error}: {error.filename}. Check that WAN_MCP_HOME and "
+            "WAN_MCP_OUTPUT_DIR name folders this user can write."
+        )
+    text = str(error).strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."

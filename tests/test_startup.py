@@ -163,6 +163,27 @@ async def test_a_core_that_cannot_open_is_logged_and_refuses_every_call_with_its
 
 
 @pytest.mark.anyio
+async def test_a_failure_that_comes_through_task_groups_is_told_by_itself(tmp_path: Path) -> None:
+    @asynccontextmanager
+    async def blocked() -> AsyncIterator[Any]:
+        async with anyio.create_task_group():  # as the sandbox's emulator and the pollers start
+            (tmp_path / "home").mkdir()
+            (tmp_path / "home").mkdir()
+        yield  # pragma: no cover
+
+    handle = CoreHandle()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handle.run, blocked)
+            with pytest.raises(WanMcpError) as refused:
+                await handle.get()
+            handle.close()
+    assert isinstance(handle.error, FileExistsError)
+    assert f"File exists: {tmp_path / 'home'}. Check that WAN_MCP_HOME" in str(refused.value)
+    assert "TaskGroup" not in str(refused.value)
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("mode", ERAS)
 async def test_a_server_whose_journal_cannot_open_still_lists_and_refuses_calls_with_the_reason(
     tmp_path: Path, mode: str
