@@ -286,31 +286,31 @@ def next_gap(elapsed: float, finish: Finish, rule: Spacing, *, max_gap: float) -
         if hazard(finish, elapsed + gap) < rule.dense:
             return gap
         # The dense stretch starts within this gap: the poll goes where it starts.
-        before, ahead = elapsed, elapsed + gap
-        while ahead - before > 0.02:
-            middle = (before + ahead) / 2
-            if hazard(finish, middle) >= rule.dense:
-                ahead = middle
-            else:
-                before = middle
-        return max(ahead - elapsed, rule.dense_gap)
+        start = _where_hazard_reaches(finish, rule.dense, elapsed, elapsed + gap)
+        return max(start - elapsed, rule.dense_gap)
     # Jump to where the hazard reaches ``sparse``: scanned, then bisected.
     reach = elapsed + max(max_gap, rule.sparse_gap)
     before, ahead = elapsed, elapsed
     while ahead < reach:
         ahead = min(ahead + rule.sparse_gap, reach)
         if hazard(finish, ahead) >= rule.sparse:
-            while ahead - before > 0.02:
-                middle = (before + ahead) / 2
-                if hazard(finish, middle) >= rule.sparse:
-                    ahead = middle
-                else:
-                    before = middle
-            return max(ahead - elapsed, rule.dense_gap)
+            start = _where_hazard_reaches(finish, rule.sparse, before, ahead)
+            return max(start - elapsed, rule.dense_gap)
         before = ahead
     # The far tail, where the hazard falls: gaps grow as the chance of an end per gap stays put.
     chance = min(rule.sparse * rule.sparse_gap, 0.5)
     return next_poll_in(elapsed, finish, chance=chance, min_gap=rule.sparse_gap, max_gap=max_gap)
+
+
+def _where_hazard_reaches(finish: Finish, level: float, before: float, ahead: float) -> float:
+    """Where the hazard, below ``level`` at ``before`` and not at ``ahead``, reaches it (to 20 ms)."""
+    while ahead - before > 0.02:
+        middle = (before + ahead) / 2
+        if hazard(finish, middle) >= level:
+            ahead = middle
+        else:
+            before = middle
+    return ahead
 
 
 def plan(finish: Finish, rule: Spacing, *, max_gap: float, limit: int = 4000) -> list[float]:
