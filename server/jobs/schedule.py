@@ -268,8 +268,8 @@ class Spacing:
 
     dense: float
     sparse: float
-    dense_gap: float = 0.0
-    sparse_gap: float = 0.0
+    dense_gap: float
+    sparse_gap: float
 
     @classmethod
     def of(cls, dense: float, sparse: float) -> Spacing:
@@ -380,7 +380,6 @@ class _Scorer:
 
     def __init__(self, finish: Finish, learned: LogNormal | Predictive, max_gap: float) -> None:
         low, high = learned.quantile(-SCORE_SPAN), learned.quantile(SCORE_SPAN)
-        self._finish = finish
         self._max_gap = max(max_gap, LATE_P90)
         self._times = [0.0] + [low * (high / low) ** (k / (SCORE_POINTS - 1)) for k in range(SCORE_POINTS)]
         self._sf = [finish.sf(t) for t in self._times]
@@ -759,8 +758,9 @@ class PollPlanner:
         when there is one.
         """
         learned = self.learned(job, now)
-        if learned is None:
-            return None
+        return None if learned is None else self._finish(job, learned)
+
+    def _finish(self, job: Job, learned: Predictive) -> Finish:
         track = self._tracks.get(job.id)
         if track is not None and track.readings:
             extrapolated = progress_finish(track.readings, track.started)
@@ -791,11 +791,11 @@ class PollPlanner:
         policy = self._policy
         elapsed = max(now - _origin(job), 0.0)
         learned = self.learned(job, now)
-        finish = self.finish(job, now)
-        if learned is None or finish is None:
+        if learned is None:
             typical = spec.typical_seconds if spec is not None else 60.0
             return min(cold_gap(elapsed, policy.cold_interval, typical), max(policy.max_interval, 1.0))
         rule = self.spacing(learned)
+        finish = self._finish(job, learned)
         return max(next_gap(elapsed, finish, rule, max_gap=policy.max_interval), policy.min_interval)
 
 
