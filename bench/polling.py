@@ -15,10 +15,13 @@ Two parts, one run:
    of jobs, counted from when 5 at the new speed have finished). 100 replicas a cell by default:
    with 300 jobs a cell, the 1 s poller's own median wait moved 0.43-0.59 s between cells by the
    draw alone, more than the differences measured. Cells run one process per core.
-2. **Real rows** (real seconds): the same conditions for a few cells, through the real server (an
-   in-memory MCP client, the emulator mounted in-process over httpx, each arm a process of its
-   own, all at once), fixed 1 s arms on the same drawn durations. They show that the virtual
-   clock gives the figures real seconds do, including one unscaled 60 s row.
+2. **Real rows** (real seconds): a few cells run as the sweep runs them, through the real server
+   (an in-memory MCP client, the emulator mounted in-process over httpx): per arm, 5 or 6 replicas
+   at once, each a server with a journal of its own (fresh, or 5 finished jobs drawn for it) and
+   one burst of 12 (cold) or 10 (warm) jobs; each arm a process of its own, all arms at once, fixed
+   1 s arms on the same drawn durations. They show that the virtual clock gives the figures real
+   seconds do, including one unscaled 60 s row. (One server and one burst of 60 would be one
+   draw of the five-job estimate, shared by every job: a single replica, not the cell.)
 
 Per job: ``wait`` = the first status poll at or after the job's end, minus that end (in the real
 rows, ``late`` also holds the download and archive, the same work whoever polls); ``polls`` =
@@ -275,22 +278,28 @@ def simulate(cond: Condition, seed: int, replicas: int) -> tuple[Figures, Figure
 
 @dataclass(frozen=True)
 class RealArm:
-    """One server on one cell: the catalog's model as it is (its typical time is the condition's)."""
+    """One poller on one cell, as the sweep runs it: ``replicas`` servers at once, each with a
+    journal of its own (fresh, or five finished jobs drawn for it) and one burst of jobs (12 cold,
+    10 warm). The catalog's model is used as it is: its typical time sets the cell's ratio."""
 
     cond: Condition
     slug: str
     fixed: bool
-    jobs: int
+    replicas: int
+
+    @property
+    def burst(self) -> int:
+        return 12 if self.cond.state == "cold" else 10
 
 
 def real_arms() -> list[RealArm]:
     ultra, full = SPECS["wan22_i2v_480p_ultra_fast"], SPECS["wan22_i2v"]
     cells = [
-        (Condition("cold", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug),
-        (Condition("warm", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug),
-        (Condition("warm", 60.0, 0.3, 60.0 / full.typical_seconds), full.slug),
+        (Condition("cold", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug, 5),
+        (Condition("warm", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug, 6),
+        (Condition("warm", 60.0, 0.3, 60.0 / full.typical_seconds), full.slug, 6),
     ]
-    return [RealArm(cond, slug, fixed, 60) for cond, slug in cells for fixed in (True, False)]
+    return [RealArm(cond, slug, fixed, replicas) for cond, slug, replicas in cells for fixed in (True, False)]
 
 
 def _prompt_key(job: EmuJob) -> str:
@@ -332,7 +341,8 @@ def seed_journal(home: Path, rows: Sequence[Job]) -> None:
         store.close_now()
 
 
-async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
+async def run_replica(arm: RealArm, seed: int, replica: int, home: Path) -> dict[str, list[Any]]:
+    """One server, its own emulator and journal, one burst of jobs; per job: late, wait and polls."""
     cond = arm.cond
     spec = SPECS[arm.slug]
     emulator = Emulator(wavespeed_key=KEY, vtrix_key=KEY)
@@ -342,10 +352,12 @@ async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
     emulator.render_scale = 0.05  # tiny videos: their making and checking is not what is measured
     emulator.fps = 1
     if cond.state == "warm":
-        rng = random.Random(f"{seed}:history")
+        rng = random.Random(f"{seed}:history:{replica}")
         seed_journal(
             home,
-            history_rows(spec, [rng.lognormvariate(math.log(cond.median), cond.sigma) for _ in range(5)]),
+            history_rows(
+                spec, [rng.lognormvariate(math.log(cond.median), cond.sigma) for _ in range(HISTORY_WARM)]
+            ),
         )
     server = build_server(_settings(home, FIXED if arm.fixed else OURS), transport=emulator.transport())
     tool = f"{spec.slug}_generate_video"
@@ -354,8 +366,8 @@ async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
     async with Client(server) as client:
 
         async def one(n: int) -> None:
-            await anyio.sleep(n / arm.jobs)  # all within a second, the same in every arm
-            prompt = f"job {n}: the harbour at dusk, slow pan"
+            await anyio.sleep(n / arm.burst)  # all within a second, the same in every arm
+            prompt = f"replica {replica}, job {n}: the harbour at dusk, slow pan"
             result = await client.call_tool(tool, {"image": CAT_URL, "prompt": prompt, "wait_seconds": 590})
             results[prompt] = time.monotonic()
             record = result.structured_content or {}
@@ -363,25 +375,41 @@ async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
                 failures.append(f"{prompt}: {record.get('status')} {record.get('error')}")
 
         async with anyio.create_task_group() as group:
-            for n in range(arm.jobs):
+            for n in range(arm.burst):
                 group.start_soon(one, n)
     polls_by_job: dict[str, list[float]] = {}
     for call in emulator.calls:
         if call.route in POLL_ROUTES:
             job_id = call.path.split("/")[-2 if call.path.endswith("/result") else -1]
             polls_by_job.setdefault(job_id, []).append(call.at)
-    late: list[float] = []
-    waits: list[float] = []
-    polls: list[int] = []
+    found: dict[str, list[Any]] = {"late": [], "waits": [], "polls": [], "failures": failures}
     for job in emulator.jobs.values():
         assert job.duration is not None
         end = job.started + job.duration
         prompt = _prompt_key(job)
         if prompt in results:
-            late.append(results[prompt] - end)
-            waits.append(min((t for t in polls_by_job.get(job.id, []) if t >= end), default=math.inf) - end)
-            polls.append(job.polls)
-    return {"late": late, "waits": waits, "polls": polls, "failures": failures, "cpu": time.process_time()}
+            found["late"].append(results[prompt] - end)
+            seen = min((t for t in polls_by_job.get(job.id, []) if t >= end), default=math.inf)
+            found["waits"].append(seen - end)
+            found["polls"].append(job.polls)
+    return found
+
+
+async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
+    """Every replica of ``arm`` at once, in this process; their figures pooled."""
+    pooled: dict[str, Any] = {"late": [], "waits": [], "polls": [], "failures": []}
+
+    async def replica(index: int) -> None:
+        folder = home / f"replica-{index}"
+        folder.mkdir()
+        for name, values in (await run_replica(arm, seed, index, folder)).items():
+            pooled[name].extend(values)
+
+    async with anyio.create_task_group() as group:
+        for index in range(arm.replicas):
+            group.start_soon(replica, index)
+    pooled["cpu"] = time.process_time()
+    return pooled
 
 
 def run_child(index: int, seed: int) -> None:
@@ -444,7 +472,8 @@ def report_real(seed: int) -> int:
     figures = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     print(
         f"\nReal rows: real seconds, the server through an in-memory MCP client, the emulator in-process; "
-        f"{len(arms)} arms at once, each its own process; {time.monotonic() - started:.0f} s; "
+        f"{len(arms)} arms at once, each its own process running its replicas at once (cold 5 x 12 "
+        f"jobs, warm 6 x 10); {time.monotonic() - started:.0f} s; "
         f"CPU of all arms {sum(f['cpu'] for f in figures):.0f} s"
     )
     header = (
@@ -466,7 +495,7 @@ def report_real(seed: int) -> int:
         ours, fixed = Figures(got["waits"], got["polls"]), Figures(base["waits"], base["polls"])
         ok = verdict(cond, ours, fixed) and not got["failures"]
         missed += not ok
-        sim_ours, sim_fixed = simulate(cond, seed, 10)
+        sim_ours, sim_fixed = simulate(cond, seed, 50)
         print(
             f"| {cond.name:44} | {len(ours.waits):4} | {ours.median:15.2f} s | {ours.p90:4.2f} s | "
             f"{ours.per_job:5.1f} | {statistics.median(got['late']):9.2f} s | {fixed.median:14.2f} s | "
