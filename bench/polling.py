@@ -423,7 +423,7 @@ def run_child(index: int, seed: int) -> None:
 # --- the report ---------------------------------------------------------------------------------------
 
 
-def report_sweep(seed: int, replicas: int) -> int:
+def report_sweep(seed: int, replicas: int, cells: Sequence[Condition]) -> int:
     print(
         f"Sweep on a virtual clock: the server's PollPlanner, {REQUEST_SECONDS * 1000:.0f} ms a poll, "
         f"seed {seed}, {replicas} replicas per condition (cold: bursts of 12 on a fresh journal; warm: "
@@ -443,7 +443,6 @@ def report_sweep(seed: int, replicas: int) -> int:
     print(header)
     print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
     missed = 0
-    cells = conditions()
     # Cells are independent and seeded: one process per core, printed in order.
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         found = list(pool.map(simulate, cells, [seed] * len(cells), [replicas] * len(cells)))
@@ -506,11 +505,28 @@ def report_real(seed: int) -> int:
     return missed
 
 
+def parse_cells(text: str) -> list[Condition]:
+    """``state:median:sigma:ratio`` cells, comma-separated."""
+    found: list[Condition] = []
+    for cell in text.split(","):
+        state, median, sigma, ratio = cell.split(":")
+        if state not in ("cold", "warm", "learned", "slower", "faster"):
+            raise argparse.ArgumentTypeError(f"unknown state {state!r}")
+        found.append(Condition(state, float(median), float(sigma), float(ratio)))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--replicas", type=int, default=100, help="replicas per sweep condition")
     parser.add_argument("--no-real", action="store_true", help="the virtual-clock sweep only")
+    parser.add_argument(
+        "--cells",
+        type=parse_cells,
+        help="sweep these cells instead of the issue's grid: state:median:sigma:ratio,... "
+        "(e.g. warm:180:0.6:1, medians the schedule was not tuned on)",
+    )
     parser.add_argument("--arm", type=int, help=argparse.SUPPRESS)  # run one real arm, print its figures
     args = parser.parse_args()
     if args.arm is not None:
@@ -518,10 +534,10 @@ def main() -> None:
         return
     print(
         f"{date.today().isoformat()}, {os.cpu_count()} cores; bench/polling.py --seed {args.seed} "
-        f"--replicas {args.replicas}"
+        f"--replicas {args.replicas}" + (f" --cells ({len(args.cells)} given)" if args.cells else "")
     )
     started = time.monotonic()
-    missed = report_sweep(args.seed, args.replicas)
+    missed = report_sweep(args.seed, args.replicas, args.cells or conditions())
     print(f"sweep: {time.monotonic() - started:.0f} s, {missed} condition(s) not met")
     if not args.no_real:
         missed_real = report_real(args.seed)

@@ -40,6 +40,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Any, Protocol
 
@@ -151,6 +152,8 @@ class LogNormal:
         return _upper_tail((math.log(t) - self.mu) / self.sigma)
 
 
+# Kept: every estimate rebuilt while jobs are in flight asks again, and freedoms are few.
+@lru_cache(maxsize=256)
 def _sigma_quantiles(freedom: float) -> tuple[float, ...]:
     """Multipliers of a sigma estimated with ``freedom`` degrees of freedom, at ``SIGMA_PROBS`` of its
     posterior (``freedom / chi²``; Wilson-Hilferty's chi² quantiles)."""
