@@ -29,6 +29,7 @@ from server.jobs.schedule import (
     Normal,
     PollPlanner,
     Predictive,
+    _Scorer,  # pyright: ignore[reportPrivateUsage]
     calibrate,
     cold_gap,
     job_seconds,
@@ -132,6 +133,28 @@ def test_the_calibrated_plan_keeps_the_wait_targets_with_fewer_polls(median: flo
     sparser = replace(rule, dense=rule.dense * 1.3)
     times = plan(finish, sparser, max_gap=DEFAULT_POLL.max_interval)
     assert wait_share(times, finish, LATE_MEDIAN) < 0.5 or wait_share(times, finish, LATE_P90) < 0.9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_scorer_shortcut_scores_as_walking_every_point_does(seed: int) -> None:
+    """Calibration's scores come from runs found by bisection; the point-by-point walk is the
+    definition they must agree with, for the estimates the planner makes and any thresholds."""
+    rng = random.Random(seed)
+    shortcuts = 0
+    for _ in range(25):
+        median, sigma = math.exp(rng.uniform(math.log(3), math.log(600))), rng.uniform(0.05, 1.4)
+        learned = Predictive(
+            math.log(median), sigma, rng.choice([1, 2, 4, 6, 30, 64]), rng.choice([0, 5, 60])
+        )
+        score = _Scorer(learned, DEFAULT_POLL.max_interval)
+        shortcuts += score._unimodal  # pyright: ignore[reportPrivateUsage]
+        unit = learned.hazard_at_median
+        for _ in range(20):
+            sparse = rng.uniform(0.01, 1.5) * unit
+            dense = sparse * rng.uniform(0.5, 8.0)
+            walked = score._pointwise(dense, sparse)  # pyright: ignore[reportPrivateUsage]
+            assert score(dense, sparse) == pytest.approx(walked, rel=1e-9, abs=1e-12)
+    assert shortcuts >= 15  # the shortcut is what calibration mostly runs
 
 
 def test_the_prediction_from_few_jobs_has_heavier_tails_than_from_many() -> None:

@@ -37,10 +37,12 @@ was learned survives a restart. Everything here is pure except ``PollPlanner``.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 from statistics import NormalDist
 from typing import Any, Protocol
 
@@ -361,8 +363,7 @@ def calibrate(learned: LogNormal | Predictive, policy: PollPolicy) -> Spacing:
     on a fine grid of times, taking the ends inside a gap as spread evenly over it, so a score costs
     no plan.
     """
-    finish = with_fallback(learned, learned.median)
-    score = _Scorer(finish, learned, policy.max_interval)
+    score = _Scorer(learned, policy.max_interval)
     unit = learned.hazard_at_median
 
     def keeps(dense: float, sparse: float) -> bool:
@@ -398,19 +399,83 @@ def calibrate(learned: LogNormal | Predictive, policy: PollPolicy) -> Spacing:
 
 
 class _Scorer:
-    """Scores a rule's (median share, 90th percentile share, expected polls) on a grid of times."""
+    """Scores a rule's (median share, 90th percentile share, expected polls) on a grid of times.
 
-    def __init__(self, finish: Finish, learned: LogNormal | Predictive, max_gap: float) -> None:
+    Calibration scores about 80 rules per estimate, so a score is a few prefix-sum differences:
+    a log-normal mix's hazard rises to one peak and falls, so the times at or above a level are
+    one run, found by bisection (a hazard that is not seen to do so is scored point by point)."""
+
+    def __init__(self, learned: LogNormal | Predictive, max_gap: float) -> None:
         low, high = learned.quantile(-SCORE_SPAN), learned.quantile(SCORE_SPAN)
         self._max_gap = max(max_gap, LATE_P90)
-        self._times = [0.0] + [low * (high / low) ** (k / (SCORE_POINTS - 1)) for k in range(SCORE_POINTS)]
-        self._sf = [finish.sf(t) for t in self._times]
-        self._sf_median = [finish.sf(t - LATE_MEDIAN) for t in self._times]
-        self._sf_p90 = [finish.sf(t - LATE_P90) for t in self._times]
-        self._hazard = [hazard(finish, t) for t in self._times]
+        times = [0.0] + [low * (high / low) ** (k / (SCORE_POINTS - 1)) for k in range(SCORE_POINTS)]
+        sf = _fallback_sf(learned)
+        self._times = times
+        self._sf = [sf(t) for t in times]
+        self._sf_median = [sf(t - LATE_MEDIAN) for t in times]
+        self._sf_p90 = [sf(t - LATE_P90) for t in times]
+        self._hazard = [_hazard_from(sf, t, running) for t, running in zip(times, self._sf, strict=True)]
         self._covered = self._sf[0] - self._sf[-1]
+        last = len(times) - 1
+        ended, cost = [0.0], [0.0]
+        for k in range(last):
+            ended.append(ended[-1] + self._sf[k] - self._sf[k + 1])
+            cost.append(cost[-1] + (self._sf[k] + self._sf[k + 1]) / 2 * (times[k + 1] - times[k]))
+        self._ended, self._cost = ended, cost
+        levels = self._hazard[:last]
+        self._peak = max(range(last), key=levels.__getitem__)
+        rising, falling = levels[: self._peak + 1], levels[self._peak :]
+        self._rising = rising
+        self._falling = [-level for level in falling]
+        self._unimodal = all(a <= b for a, b in pairwise(rising)) and all(
+            a <= b for a, b in pairwise(self._falling)
+        )
 
     def __call__(self, dense: float, sparse: float) -> tuple[float, float, float]:
+        if not self._unimodal:
+            return self._pointwise(dense, sparse)
+        last = len(self._times) - 1
+        ended, cost = self._ended, self._cost
+        median = p90 = total = 0.0
+        s_from, s_to = self._run(sparse)
+        d_from, d_to = self._run(max(dense, sparse))
+        if s_from >= s_to:
+            median, p90, total = self._jump(0, last)
+            return median / self._covered, p90 / self._covered, total
+        if s_from > 0:
+            median, p90, total = self._jump(0, s_from)
+        if s_to < last:
+            got = self._jump(s_to, last)
+            median, p90, total = median + got[0], p90 + got[1], total + got[2]
+        sparse_ended = ended[s_to] - ended[s_from] - (ended[d_to] - ended[d_from])
+        sparse_cost = cost[s_to] - cost[s_from] - (cost[d_to] - cost[d_from])
+        dense_ended = ended[d_to] - ended[d_from]
+        median += dense_ended + sparse_ended * LATE_MEDIAN / LATE_P90
+        p90 += dense_ended + sparse_ended
+        total += (cost[d_to] - cost[d_from]) / LATE_MEDIAN + sparse_cost / LATE_P90
+        covered = self._covered
+        return median / covered, p90 / covered, total
+
+    def _run(self, level: float) -> tuple[int, int]:
+        """The segments (``from``, ``to``) whose hazard is at least ``level``: one run, or empty."""
+        if self._rising[-1] < level:
+            return self._peak, self._peak
+        start = bisect_left(self._rising, level)
+        return start, self._peak + bisect_right(self._falling, -level)
+
+    def _jump(self, k: int, j: int) -> tuple[float, float, float]:
+        """(median, p90, cost) sums of one jump over segments ``k`` to ``j`` (unnormalised)."""
+        sf, times = self._sf, self._times
+        start, stop = times[k], times[j]
+        if stop - start <= self._max_gap:
+            median = (sf[k] if stop - start <= LATE_MEDIAN else self._sf_median[j]) - sf[j]
+            p90 = (sf[k] if stop - start <= LATE_P90 else self._sf_p90[j]) - sf[j]
+            return median, p90, sf[k]
+        gap = self._max_gap
+        ended = self._ended[j] - self._ended[k]
+        return ended * LATE_MEDIAN / gap, ended * LATE_P90 / gap, (self._cost[j] - self._cost[k]) / gap
+
+    def _pointwise(self, dense: float, sparse: float) -> tuple[float, float, float]:
         times, sf, levels = self._times, self._sf, self._hazard
         median = p90 = cost = 0.0
         last = len(times) - 1
@@ -427,20 +492,34 @@ class _Scorer:
             j = k + 1
             while j < last and levels[j] < sparse:
                 j += 1
-            start, stop = times[k], times[j]
-            if stop - start <= self._max_gap:
-                cost += sf[k]
-                median += (sf[k] if stop - start <= LATE_MEDIAN else self._sf_median[j]) - sf[j]
-                p90 += (sf[k] if stop - start <= LATE_P90 else self._sf_p90[j]) - sf[j]
-            else:  # jumps as long as allowed, the ends inside them spread evenly as elsewhere
-                gap = self._max_gap
-                for i in range(k, j):
-                    ended = sf[i] - sf[i + 1]
-                    cost += (sf[i] + sf[i + 1]) / 2 * (times[i + 1] - times[i]) / gap
-                    median += ended * LATE_MEDIAN / gap
-                    p90 += ended * LATE_P90 / gap
+            got = self._jump(k, j)
+            median, p90, cost = median + got[0], p90 + got[1], cost + got[2]
             k = j
         return median / self._covered, p90 / self._covered, cost
+
+
+def _fallback_sf(learned: LogNormal | Predictive) -> Callable[[float], float]:
+    """``with_fallback(learned, learned.median).sf`` as one flat mix (one logarithm a time)."""
+    parts = learned.parts if isinstance(learned, Predictive) else (learned,)
+    share = (1 - FALLBACK_WEIGHT) / len(parts)
+    flat = [(share, part.mu, 1 / (part.sigma * _SQRT2)) for part in parts]
+    flat.append((FALLBACK_WEIGHT, learned.mu, 1 / (FALLBACK_SIGMA * _SQRT2)))
+
+    def sf(t: float) -> float:
+        if t <= 0:
+            return 1.0
+        log_t = math.log(t)
+        return sum(weight * 0.5 * math.erfc((log_t - mu) * inverse) for weight, mu, inverse in flat)
+
+    return sf
+
+
+def _hazard_from(sf: Callable[[float], float], t: float, running: float) -> float:
+    """``hazard`` when ``sf(t)`` (``running``) is known already."""
+    if running <= 1e-12:
+        return 0.0
+    step = max(1e-3 * t, 1e-3)
+    return max(running - sf(t + step), 0.0) / step / running
 
 
 def cold_gap(elapsed: float, interval: float, typical_seconds: float) -> float:
