@@ -401,7 +401,7 @@ def test_sweep_cells_meet_their_targets_against_a_1s_poller(cond: Condition) -> 
     median, p90, polls = targets(cond)
     figures = (ours.median, ours.p90, ours.per_job, fixed.median, fixed.p90, fixed.per_job)
     # 20 replicas (200-240 jobs) pin either median to about 0.02 s, and the two are drawn apart;
-    # bench/polling.py's 100 replicas a cell are the measurement. Polls and the tail are held exactly.
+    # bench/polling.py's 300 replicas a cell are the measurement. Polls and the tail are held exactly.
     assert ours.median <= fixed.median + median + MEDIAN_NOISE, figures
     assert ours.p90 <= fixed.p90 + p90, figures
     assert ours.per_job <= polls * fixed.per_job, figures
