@@ -148,6 +148,11 @@ def test_the_scorer_shortcut_scores_as_walking_every_point_does(seed: int) -> No
         )
         score = _Scorer(learned, DEFAULT_POLL.max_interval)
         shortcuts += score._unimodal  # pyright: ignore[reportPrivateUsage]
+        # what it scores against is the planner's own estimate with its fallback
+        finish = with_fallback(learned, learned.median)
+        times = score._times  # pyright: ignore[reportPrivateUsage]
+        sf = score._sf  # pyright: ignore[reportPrivateUsage]
+        assert sf == pytest.approx([finish.sf(t) for t in times], rel=1e-12, abs=1e-15)
         unit = learned.hazard_at_median
         for _ in range(20):
             sparse = rng.uniform(0.01, 1.5) * unit

@@ -259,11 +259,7 @@ def next_poll_in(elapsed: float, finish: Finish, *, chance: float, min_gap: floa
 
 def hazard(finish: Finish, t: float) -> float:
     """The rate at which jobs still running at ``t`` end there (per second)."""
-    running = finish.sf(t)
-    if running <= 1e-12:
-        return 0.0
-    step = max(1e-3 * t, 1e-3)
-    return max(running - finish.sf(t + step), 0.0) / step / running
+    return _hazard_from(finish.sf, t, finish.sf(t))
 
 
 @dataclass(frozen=True, slots=True)
