@@ -75,6 +75,7 @@ SPEC = SPECS["wan22_i2v_480p_ultra_fast"]  # WaveSpeed, typical 30 s, no progres
 FIXED = PollPolicy(interval=1.0, max_interval=1.0)
 OURS = DEFAULT_POLL.model_copy(update={"provider_rate": None})
 POLL_ROUTES = {"ws.result", "vx.task"}
+FIGURES = ("late", "waits", "polls", "virtual_waits", "virtual_polls")  # per job, in a real arm
 REQUEST_SECONDS = 0.01
 HISTORY_WARM = 5
 HISTORY_LEARNED = 60
@@ -287,6 +288,7 @@ class RealArm:
     slug: str
     fixed: bool
     replicas: int
+    at_once: int  # replicas run in waves of this many: 8 s jobs ending together load the process
 
     @property
     def burst(self) -> int:
@@ -296,11 +298,15 @@ class RealArm:
 def real_arms() -> list[RealArm]:
     ultra, full = SPECS["wan22_i2v_480p_ultra_fast"], SPECS["wan22_i2v"]
     cells = [
-        (Condition("cold", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug, 5),
-        (Condition("warm", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug, 6),
-        (Condition("warm", 60.0, 0.3, 60.0 / full.typical_seconds), full.slug, 6),
+        (Condition("cold", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug, 5, 5),
+        (Condition("warm", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug, 24, 6),
+        (Condition("warm", 60.0, 0.3, 60.0 / full.typical_seconds), full.slug, 24, 24),
     ]
-    return [RealArm(cond, slug, fixed, replicas) for cond, slug, replicas in cells for fixed in (True, False)]
+    return [
+        RealArm(cond, slug, fixed, replicas, at_once)
+        for cond, slug, replicas, at_once in cells
+        for fixed in (True, False)
+    ]
 
 
 def _prompt_key(job: EmuJob) -> str:
@@ -361,13 +367,15 @@ async def run_replica(arm: RealArm, seed: int, replica: int, home: Path) -> dict
     )
     emulator.render_scale = 0.05  # tiny videos: their making and checking is not what is measured
     emulator.fps = 1
+    history: list[Job] = []
     if cond.state == "warm":
         rng = random.Random(f"{seed}:history:{replica}")
         drawn = [rng.lognormvariate(math.log(cond.median), cond.sigma) for _ in range(HISTORY_WARM)]
+        history = history_rows(spec, drawn)
         # The journal rows the same call would have left: the kind the burst's jobs are of, not only
         # the model's pooled record.
         kind = time_params(spec)
-        seed_journal(home, [replace(row, params=kind) for row in history_rows(spec, drawn)])
+        seed_journal(home, [replace(row, params=kind) for row in history])
     server = build_server(_settings(home, FIXED if arm.fixed else OURS), transport=emulator.transport())
     tool = f"{spec.slug}_generate_video"
     results: dict[str, float] = {}
@@ -391,8 +399,14 @@ async def run_replica(arm: RealArm, seed: int, replica: int, home: Path) -> dict
         if call.route in POLL_ROUTES:
             job_id = call.path.split("/")[-2 if call.path.endswith("/result") else -1]
             polls_by_job.setdefault(job_id, []).append(call.at)
-    found: dict[str, list[Any]] = {"late": [], "waits": [], "polls": [], "failures": failures}
-    for job in emulator.jobs.values():
+    found: dict[str, list[Any]] = {key: [] for key in (*FIGURES, "failures")}
+    found["failures"] = failures
+    jobs = sorted(emulator.jobs.values(), key=lambda job: job.started)
+    # The virtual clock on these very jobs (their starts and drawn times, the same journal): what
+    # the sweep would have measured for them, so the two clocks are compared job for job.
+    timeline = [(job.started - jobs[0].started, job.duration or 0.0) for job in jobs]
+    virtual = run_virtual(spec, timeline, history, fixed=1.0 if arm.fixed else None)
+    for n, job in enumerate(jobs):
         assert job.duration is not None
         end = job.started + job.duration
         prompt = _prompt_key(job)
@@ -401,12 +415,14 @@ async def run_replica(arm: RealArm, seed: int, replica: int, home: Path) -> dict
             seen = min((t for t in polls_by_job.get(job.id, []) if t >= end), default=math.inf)
             found["waits"].append(seen - end)
             found["polls"].append(job.polls)
+            found["virtual_waits"].append(virtual[0][n])
+            found["virtual_polls"].append(virtual[1][n])
     return found
 
 
 async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
     """Every replica of ``arm`` at once, in this process; their figures pooled."""
-    pooled: dict[str, Any] = {"late": [], "waits": [], "polls": [], "failures": []}
+    pooled: dict[str, Any] = {key: [] for key in (*FIGURES, "failures")}
 
     async def replica(index: int) -> None:
         folder = home / f"replica-{index}"
@@ -414,9 +430,10 @@ async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
         for name, values in (await run_replica(arm, seed, index, folder)).items():
             pooled[name].extend(values)
 
-    async with anyio.create_task_group() as group:
-        for index in range(arm.replicas):
-            group.start_soon(replica, index)
+    for wave in range(0, arm.replicas, arm.at_once):
+        async with anyio.create_task_group() as group:
+            for index in range(wave, min(wave + arm.at_once, arm.replicas)):
+                group.start_soon(replica, index)
     pooled["cpu"] = time.process_time()
     return pooled
 
@@ -480,21 +497,32 @@ def report_real(seed: int) -> int:
     figures = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     print(
         f"\nReal rows: real seconds, the server through an in-memory MCP client, the emulator in-process; "
-        f"{len(arms)} arms at once, each its own process running its replicas at once (cold 5 x 12 "
-        f"jobs, warm 6 x 10); {time.monotonic() - started:.0f} s; "
+        f"{len(arms)} arms at once, each its own process; replicas (a server, its journal, one burst): "
+        + ", ".join(
+            f"{arm.cond.state} {arm.cond.median:.0f} s: {arm.replicas} x {arm.burst}, {arm.at_once} at once"
+            for arm in arms[::2]
+        )
+        + f"; {time.monotonic() - started:.0f} s; "
         f"CPU of all arms {sum(f['cpu'] for f in figures):.0f} s"
     )
     header = (
         f"| {'condition':44} | {'jobs':>4} | {'ours: wait median':>17} | {'p90':>6} | {'polls':>5} | "
-        f"{'late median':>11} | {'1 s: wait median':>16} | {'p90':>6} | {'polls':>5} | {'late median':>11} | "
-        "met | virtual clock, same cell |"
+        f"{'1 s: wait median':>16} | {'p90':>6} | {'polls':>5} | {'polls x':>7} | met | "
+        f"{'late median, ours / 1 s':>23} | {'virtual clock, same jobs: ours / 1 s':>36} | met |"
     )
     print(header)
     print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
     missed = 0
+    agreement: list[str] = []
     for i in range(0, len(arms), 2):
         base, got = figures[i], figures[i + 1]
         cond = arms[i].cond
+        shares = [
+            sum(a == b for a, b in zip(found["polls"], found["virtual_polls"], strict=True))
+            / len(found["polls"])
+            for found in (got, base)
+        ]
+        agreement.append(f"{cond.state} {cond.median:.0f} s {shares[0]:.0%} / {shares[1]:.0%}")
         for name, found in (("1 s", base), ("ours", got)):
             if found["failures"]:
                 print(
@@ -503,15 +531,69 @@ def report_real(seed: int) -> int:
         ours, fixed = Figures(got["waits"], got["polls"]), Figures(base["waits"], base["polls"])
         ok = verdict(cond, ours, fixed) and not got["failures"]
         missed += not ok
-        sim_ours, sim_fixed = simulate(cond, seed, 50)
+        v_ours = Figures(got["virtual_waits"], got["virtual_polls"])
+        v_fixed = Figures(base["virtual_waits"], base["virtual_polls"])
+        late = f"{statistics.median(got['late']):.2f} / {statistics.median(base['late']):.2f} s"
+        same = (
+            f"{v_ours.median:.2f}, {v_ours.p90:.2f}, {v_ours.per_job:4.1f} / "
+            f"{v_fixed.median:.2f}, {v_fixed.p90:.2f}, {v_fixed.per_job:4.1f}"
+        )
         print(
             f"| {cond.name:44} | {len(ours.waits):4} | {ours.median:15.2f} s | {ours.p90:4.2f} s | "
-            f"{ours.per_job:5.1f} | {statistics.median(got['late']):9.2f} s | {fixed.median:14.2f} s | "
-            f"{fixed.p90:4.2f} s | {fixed.per_job:5.1f} | {statistics.median(base['late']):9.2f} s | "
-            f"{'met' if ok else 'NOT MET'} | {sim_ours.median:.2f} s / {sim_ours.p90:.2f} s / "
-            f"x{sim_ours.per_job / sim_fixed.per_job:.2f} |"
+            f"{ours.per_job:5.1f} | {fixed.median:14.2f} s | {fixed.p90:4.2f} s | {fixed.per_job:5.1f} | "
+            f"{ours.per_job / fixed.per_job:7.2f} | {'met' if ok else 'NOT MET'} | {late:>23} | "
+            f"{same:>36} | {'met' if verdict(cond, v_ours, v_fixed) else 'NOT MET'} |"
         )
+    print("jobs polled as many times on both clocks, ours / 1 s: " + ", ".join(agreement))
     return missed
+
+
+def arm_odds(arm: RealArm, seed: int, groups: int = 50) -> tuple[float, float, float, float]:
+    """How often a real arm of ``arm``'s size misses its cell by the draw alone, on the virtual
+    clock: ``groups`` arms of ``arm.replicas`` servers (a journal of 5 drawn jobs, one burst sent
+    within a second, as the real rows send it). The share of arms missing on the median, p90, polls
+    and any of them."""
+    spec, cond = SPECS[arm.slug], arm.cond
+    mu = math.log(cond.median)
+    misses = [0, 0, 0, 0]
+    for group in range(groups):
+        ours: tuple[list[float], list[int]] = ([], [])
+        base: tuple[list[float], list[int]] = ([], [])
+        for replica in range(arm.replicas):
+            rng = random.Random(f"{seed}:odds:{cond}:{group}:{replica}")
+            known = HISTORY_WARM if cond.state == "warm" else 0
+            history = history_rows(spec, [rng.lognormvariate(mu, cond.sigma) for _ in range(known)])
+            jobs = [(n / arm.burst, rng.lognormvariate(mu, cond.sigma)) for n in range(arm.burst)]
+            for found, fixed in ((ours, None), (base, 1.0)):
+                waits, polls, _ = run_virtual(spec, jobs, history, fixed=fixed)
+                found[0].extend(waits)
+                found[1].extend(polls)
+        mine, theirs = Figures(*ours), Figures(*base)
+        median, p90, polls = targets(cond)
+        missed = (
+            mine.median > theirs.median + median,
+            mine.p90 > theirs.p90 + p90,
+            mine.per_job > polls * theirs.per_job,
+        )
+        for i, miss in enumerate((*missed, any(missed))):
+            misses[i] += miss
+    shares = [count / groups for count in misses]
+    return shares[0], shares[1], shares[2], shares[3]
+
+
+def report_odds(seed: int) -> None:
+    arms = real_arms()[::2]  # one per cell
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        found = list(pool.map(arm_odds, arms, [seed] * len(arms)))
+    print("\nA real arm's odds of missing its cell by the draw alone (virtual clock, 50 arms of its size):")
+    print("| condition | arm | misses: median | p90 | polls | any |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for arm, shares in zip(arms, found, strict=True):
+        print(
+            f"| {arm.cond.name} | {arm.replicas} x {arm.burst} jobs | "
+            + " | ".join(f"{share:.0%}" for share in shares)
+            + " |"
+        )
 
 
 def parse_cells(text: str) -> list[Condition]:
@@ -537,6 +619,11 @@ def main() -> None:
         help="sweep these cells instead of the issue's grid: state:median:sigma:ratio,... "
         "(e.g. warm:180:0.6:1, medians the schedule was not tuned on)",
     )
+    parser.add_argument(
+        "--real-odds",
+        action="store_true",
+        help="only how often a real arm of its size misses its cell by the draw alone (virtual clock)",
+    )
     parser.add_argument("--arm", type=int, help=argparse.SUPPRESS)  # run one real arm, print its figures
     args = parser.parse_args()
     if args.arm is not None:
@@ -547,6 +634,9 @@ def main() -> None:
         f"--replicas {args.replicas}" + (f" --cells ({len(args.cells)} given)" if args.cells else "")
     )
     started = time.monotonic()
+    if args.real_odds:
+        report_odds(args.seed)
+        return
     if not args.real_only:
         missed = report_sweep(args.seed, args.replicas, args.cells or conditions())
         print(f"sweep: {time.monotonic() - started:.0f} s, {missed} condition(s) not met")
