@@ -17,18 +17,21 @@ Two parts, one run:
    draw alone, and at 100 replicas a cell's median difference still moved by 0.02-0.03 s (sd over
    seeds), as much as the margins measured. Cells run one process per core.
 2. **Real rows** (real seconds): a few cells run as the sweep runs them, through the real server
-   (an in-memory MCP client, the emulator mounted in-process over httpx): per arm, 5 or 6 replicas
-   at once, each a server with a journal of its own (fresh, or 5 finished jobs drawn for it) and
-   one burst of 12 (cold) or 10 (warm) jobs; each arm a process of its own, all arms at once, fixed
-   1 s arms on the same drawn durations. They show that the virtual clock gives the figures real
-   seconds do, including one unscaled 60 s row. (One server and one burst of 60 would be one
-   draw of the five-job estimate, shared by every job: a single replica, not the cell.)
+   (an in-memory MCP client, the emulator mounted in-process over httpx): per arm, 5 (cold) or 24
+   (warm) replicas, each a server with a journal of its own (fresh, or 5 finished jobs drawn for
+   it) and one burst of 12 (cold) or 10 (warm) jobs; the warm 8 s arm 6 replicas at a time, as 24
+   servers' 8 s jobs ending together load the process (archiving took 4 s a job, polls went late).
+   Each arm a process of its own, all arms at once, fixed 1 s arms on the same drawn durations.
+   Beside each arm, the virtual clock on the very same jobs (their starts, drawn times and
+   journal): the real rows show the virtual clock gives the figures real seconds do, job for job,
+   including one unscaled 60 s row. A real arm's own verdict is one draw of its replicas' five-job
+   estimates; ``--real-odds`` shows how often an arm of its size misses by that draw alone.
 
 Per job: ``wait`` = the first status poll at or after the job's end, minus that end (in the real
 rows, ``late`` also holds the download and archive, the same work whoever polls); ``polls`` =
 status polls sent for it.
 
-    .venv/bin/python bench/polling.py [--seed 8] [--replicas 300] [--no-real]
+    .venv/bin/python bench/polling.py [--seed 8] [--replicas 300] [--no-real | --real-only | --real-odds]
 """
 
 from __future__ import annotations
@@ -548,14 +551,16 @@ def report_real(seed: int) -> int:
     return missed
 
 
-def arm_odds(arm: RealArm, seed: int, groups: int = 50) -> tuple[float, float, float, float]:
+def arm_odds(arm: RealArm, seed: int, groups: int = 50) -> tuple[list[float], list[float], list[float]]:
     """How often a real arm of ``arm``'s size misses its cell by the draw alone, on the virtual
     clock: ``groups`` arms of ``arm.replicas`` servers (a journal of 5 drawn jobs, one burst sent
     within a second, as the real rows send it). The share of arms missing on the median, p90, polls
-    and any of them."""
+    and any of them; and per arm, its median minus the 1 s poller's, and its polls ratio."""
     spec, cond = SPECS[arm.slug], arm.cond
     mu = math.log(cond.median)
     misses = [0, 0, 0, 0]
+    differences: list[float] = []
+    ratios: list[float] = []
     for group in range(groups):
         ours: tuple[list[float], list[int]] = ([], [])
         base: tuple[list[float], list[int]] = ([], [])
@@ -569,6 +574,8 @@ def arm_odds(arm: RealArm, seed: int, groups: int = 50) -> tuple[float, float, f
                 found[0].extend(waits)
                 found[1].extend(polls)
         mine, theirs = Figures(*ours), Figures(*base)
+        differences.append(mine.median - theirs.median)
+        ratios.append(mine.per_job / theirs.per_job)
         median, p90, polls = targets(cond)
         missed = (
             mine.median > theirs.median + median,
@@ -577,8 +584,7 @@ def arm_odds(arm: RealArm, seed: int, groups: int = 50) -> tuple[float, float, f
         )
         for i, miss in enumerate((*missed, any(missed))):
             misses[i] += miss
-    shares = [count / groups for count in misses]
-    return shares[0], shares[1], shares[2], shares[3]
+    return [count / groups for count in misses], differences, ratios
 
 
 def report_odds(seed: int) -> None:
@@ -586,13 +592,14 @@ def report_odds(seed: int) -> None:
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         found = list(pool.map(arm_odds, arms, [seed] * len(arms)))
     print("\nA real arm's odds of missing its cell by the draw alone (virtual clock, 50 arms of its size):")
-    print("| condition | arm | misses: median | p90 | polls | any |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for arm, shares in zip(arms, found, strict=True):
+    print("| condition | arm | misses: median | p90 | polls | any | median - 1 s poller's | polls x |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for arm, (shares, differences, ratios) in zip(arms, found, strict=True):
         print(
             f"| {arm.cond.name} | {arm.replicas} x {arm.burst} jobs | "
             + " | ".join(f"{share:.0%}" for share in shares)
-            + " |"
+            + f" | {statistics.fmean(differences):+.3f} s, sd {statistics.stdev(differences):.3f} | "
+            f"{statistics.fmean(ratios):.3f}, sd {statistics.stdev(ratios):.3f} |"
         )
 
 
