@@ -4,6 +4,7 @@ polls against the emulator held to it."""
 from __future__ import annotations
 
 import bisect
+import heapq
 import random
 from pathlib import Path
 
@@ -70,6 +71,61 @@ def test_retry_after_holds_the_provider_back() -> None:
     limit = RateLimit(10, burst=5, clock=time.clock)
     limit.hold(2.0)
     assert limit.reserve() == pytest.approx(2.5)  # the first window that starts after the 2 s
+
+
+class StallingClock:
+    """A fake clock for tasks running at once: it moves to the next wake-up once every task waits,
+    and now and then stalls (jumps ahead), waking every sleeper due in the stall together at its
+    end, as a busy event loop does."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.now = 100.0
+        self.rng = rng
+        self._due: list[tuple[float, int, anyio.Event]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        event = anyio.Event()
+        heapq.heappush(self._due, (self.now + seconds, id(event), event))
+        await event.wait()
+
+    async def run(self, until: float) -> None:
+        while self.now < until:
+            await anyio.wait_all_tasks_blocked()
+            if not self._due:
+                return
+            at = self._due[0][0]
+            if self.rng.random() < 0.2:
+                at += self.rng.choice([0.33, 0.51, 0.77])
+            self.now = max(self.now, at)
+            while self._due and self._due[0][0] <= self.now:
+                heapq.heappop(self._due)[2].set()
+
+
+@pytest.mark.anyio
+async def test_callers_woken_late_together_do_not_crowd_the_window_they_wake_in() -> None:
+    rng = random.Random(7)
+    time = StallingClock(rng)
+    rate, burst = 20.0, 4  # windows of 0.2 s; a stall spans up to four of them
+    limit = RateLimit(rate, burst=burst, clock=time.clock, sleep=time.sleep)
+    sent: list[float] = []
+
+    async def poller() -> None:
+        while time.now < 160:
+            await limit.acquire(rng.choice([0.0, 0.1, 0.5, 1.0]))
+            sent.append(time.now)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(12):
+            group.start_soon(poller)
+        await time.run(until=160)
+        group.cancel_scope.cancel()
+    assert len(sent) > 0.5 * 60 * rate  # they do go out: over half of what 60 s allows, stalls and all
+    period = burst / rate
+    for k in (1, 2, 5):
+        assert most_in_any_window(sent, k * period) <= (k + 1) * burst
 
 
 @pytest.mark.anyio

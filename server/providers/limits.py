@@ -7,8 +7,10 @@ that still has room, synchronously, then sleeps until then: places are handed ou
 asked and nothing needs a lock. When the limit binds, the requests of a window go out together at
 its start, so a thousand waiting jobs wake the process ``rate / burst`` times a second rather than
 ``rate`` times. A caller can ask for a place some seconds ahead (its next planned poll), so one
-sleep covers both the plan and the limit. A 429's Retry-After holds the whole provider back, not
-just the job that met it: the limit is the account's.
+sleep covers both the plan and the limit. A caller woken after its window has ended (a busy
+event loop) takes a place again rather than add to the window it woke in, so a stall does not let
+the places of several windows go out together. A 429's Retry-After holds the whole provider back,
+not just the job that met it: the limit is the account's.
 """
 
 from __future__ import annotations
@@ -41,30 +43,42 @@ class RateLimit:
         self._sleep = sleep
         self._taken: dict[int, int] = {}
 
+    def _index(self, t: float) -> int:
+        # A window's own start (``index * window``, rounded) must fall in that window, not the one before.
+        return math.floor(t / self._window + 1e-9)
+
     def reserve(self, delay: float = 0.0) -> float:
         """Take the first free place at least ``delay`` seconds from now; return the seconds until it."""
+        return self._take(delay)[1]
+
+    def _take(self, delay: float) -> tuple[int, float]:
         now = self._clock()
         wanted = now + max(delay, 0.0)
-        window = math.floor(wanted / self._window)
+        window = self._index(wanted)
         while self._taken.get(window, 0) >= self._burst:
             window += 1
         self._taken[window] = self._taken.get(window, 0) + 1
         if len(self._taken) > _PRUNE_AT:
-            current = math.floor(now / self._window)
+            current = self._index(now)
             self._taken = {w: n for w, n in self._taken.items() if w >= current}
-        return max(wanted, window * self._window) - now
+        return window, max(wanted, window * self._window) - now
 
     def hold(self, seconds: float) -> None:
         """Send nothing for ``seconds`` from now (a Retry-After)."""
         now = self._clock()
-        for window in range(math.floor(now / self._window), math.floor((now + seconds) / self._window) + 1):
+        for window in range(self._index(now), self._index(now + seconds) + 1):
             self._taken[window] = self._burst
 
     async def acquire(self, delay: float = 0.0) -> None:
         """Wait ``delay`` seconds, or longer, until a place is free."""
-        wait = self.reserve(delay)
-        if wait > 0:
+        window, wait = self._take(delay)
+        while wait > 0:
             await self._sleep(wait)
+            # Woken after its window ended (a busy event loop): sending now would add to the current
+            # window's burst, so it takes a place again (the old one stays spent).
+            if self._index(self._clock()) <= window:
+                return
+            window, wait = self._take(0.0)
 
 
 class ProviderLimits:
