@@ -424,7 +424,7 @@ async def run_replica(arm: RealArm, seed: int, replica: int, home: Path) -> dict
 
 
 async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
-    """Every replica of ``arm`` at once, in this process; their figures pooled."""
+    """Every replica of ``arm``, ``arm.at_once`` at a time, in this process; their figures pooled."""
     pooled: dict[str, Any] = {key: [] for key in (*FIGURES, "failures")}
 
     async def replica(index: int) -> None:
