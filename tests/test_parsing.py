@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from server.providers import ProviderStatus
+from server.providers.http import epoch_seconds
 from server.providers.vtrix import parse_task, task_id
 from server.providers.wavespeed import parse_prediction
 
@@ -19,6 +20,10 @@ def ws(**data: Any) -> dict[str, Any]:
 
 WAVESPEED: list[tuple[dict[str, Any], ProviderStatus]] = [
     (ws(status="created"), ProviderStatus("queued", "created")),
+    (
+        ws(status="created", created_at="2026-01-30T08:15:44.021Z"),
+        ProviderStatus("queued", "created", created_at=1769760944.021),
+    ),
     (ws(status="processing"), ProviderStatus("running", "processing")),
     (
         ws(status="completed", outputs=[CDN], timings={"inference": 31234}),
@@ -65,6 +70,10 @@ def vx_done(url: str = CDN) -> dict[str, Any]:
 
 VTRIX: list[tuple[dict[str, Any], ProviderStatus]] = [
     ({"id": "t1", "status": "pending"}, ProviderStatus("queued", "pending")),
+    (
+        {"id": "t1", "status": "in_queue", "created_at": 1769757744021},  # the doc's example, in ms
+        ProviderStatus("queued", "in_queue", created_at=1769757744.021),
+    ),
     ({"id": "t1", "status": "in_queue"}, ProviderStatus("queued", "in_queue")),
     (
         {"id": "t1", "status": "in_progress", "progress": 0.45},
@@ -126,3 +135,26 @@ def test_provider_error_text_never_carries_a_signature() -> None:
     assert status.error is not None
     assert "abcdef" not in status.error
     assert "sk-live-123" not in status.error
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-01-30T08:15:44.021Z", 1769760944.021),
+        ("2026-01-30T16:15:44.021+08:00", 1769760944.021),
+        ("2026-01-30T08:15:44", 1769760944.0),  # no zone: UTC
+        (1769757744021, 1769757744.021),  # milliseconds
+        (1769757744, 1769757744.0),  # seconds
+        (1769757744.5, 1769757744.5),
+        ("yesterday", None),
+        ("", None),
+        (True, None),
+        (-5, None),
+        (float("nan"), None),
+        (None, None),
+        ({"seconds": 1}, None),
+    ],
+)
+def test_vendor_timestamps_in_every_spelling(value: object, expected: float | None) -> None:
+    found = epoch_seconds(value)
+    assert found == (pytest.approx(expected) if expected is not None else None)

@@ -41,6 +41,7 @@ from server.errors import (
     SpendRefused,
     Unavailable,
 )
+from server.jobs.clock import SubmitClock
 from server.jobs.schedule import MAX_SAMPLES, PollPlanner
 from server.jobs.store import Job, JobStore, new_job_id, new_task_id
 from server.media import MediaService
@@ -140,6 +141,7 @@ class JobRunner:
         # Providers that call back when a job ends (set once their webhook secret is known).
         self.webhook_providers: set[ProviderName] = set()
         self._planner = PollPlanner(settings.poll, history=self._past_durations)
+        self._submit_clock = SubmitClock()
         self._limits = ProviderLimits(settings.poll.provider_rate, settings.poll.provider_burst)
 
     @property
@@ -476,6 +478,7 @@ class JobRunner:
         return self._next_poll_delay(job, self._models.get(job.model))
 
     async def _submit_once(self, job: Job, provider: Provider, spec: ModelSpec, body: dict[str, Any]) -> Job:
+        sent = time.time()
         try:
             submitted = await provider.submit(spec, body, webhook=job.webhook)
         except MaybeSent as exc:
@@ -504,7 +507,8 @@ class JobRunner:
             job.id,
             provider_job_id=submitted.provider_job_id,
             submit_state="accepted",
-            submitted_at=now,
+            # When the provider took it, not when its answer came: the schedule counts from there.
+            submitted_at=self._submit_clock.started(provider.name, sent, now, submitted.status.created_at),
             **self._status_changes(job, submitted.status, now),
         )
 

@@ -30,6 +30,7 @@ class ProviderStatus:
     error: str | None = None
     cost_usd: float | None = None
     inference_ms: int | None = None
+    created_at: float | None = None  # when the provider says it took the job: its clock, epoch seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import anyio
@@ -40,6 +42,23 @@ def as_dict(value: object) -> dict[str, Any] | None:
 def as_list(value: object) -> list[Any]:
     """A JSON array as a typed list (empty for anything else)."""
     return cast(list[Any], value) if isinstance(value, list) else []
+
+
+def epoch_seconds(value: object) -> float | None:
+    """A vendor's timestamp as seconds since the epoch: ISO 8601 (``Z``, an offset, or none for UTC),
+    or a number of seconds or of milliseconds since the epoch. None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value) / 1000 if value > 1e11 else float(value)  # 1e11 s is the year 5138
+        return seconds if math.isfinite(seconds) and seconds > 0 else None
+    if isinstance(value, str) and value.strip():
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return None
 
 
 class MaybeSent(Unavailable):

@@ -18,7 +18,15 @@ import httpx
 from server.catalog import ModelSpec, ProviderName
 from server.errors import ConfigError, Rejected, Unavailable
 from server.providers import JobState, ProviderStatus, Submitted
-from server.providers.http import MaybeSent, as_dict, as_list, scrub, send_idempotent, send_submit
+from server.providers.http import (
+    MaybeSent,
+    as_dict,
+    as_list,
+    epoch_seconds,
+    scrub,
+    send_idempotent,
+    send_submit,
+)
 from server.settings import Settings
 
 BODY_STYLE: Literal["doc", "cli"] = "doc"
@@ -126,6 +134,7 @@ def parse_task(payload: Mapping[str, Any]) -> ProviderStatus:
         video_url=video if state == "completed" else None,
         error=reason if state == "failed" else None,
         cost_usd=cost if state == "completed" else None,
+        created_at=epoch_seconds(task.get("created_at")),
     )
 
 

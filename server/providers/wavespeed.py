@@ -16,6 +16,7 @@ from server.providers.http import (
     MaybeSent,
     as_dict,
     as_list,
+    epoch_seconds,
     register_secret,
     scrub,
     send_idempotent,
@@ -72,6 +73,7 @@ def parse_prediction(payload: Mapping[str, Any]) -> ProviderStatus:
         inference_ms=int(inference)
         if isinstance(inference, int | float) and not isinstance(inference, bool) and inference > 0
         else None,
+        created_at=epoch_seconds(data.get("created_at")),
     )
 
 

@@ -12,6 +12,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -62,6 +63,8 @@ class Emulator:
     - ``vtrix_balance_ok`` (True): False makes Vtrix submits answer 403 insufficient balance.
     - ``balance`` (100.0): what WaveSpeed's balance route reports.
     - ``render_scale`` (1.0) and ``fps`` (16): rendered video size factor and frame rate.
+    - ``clock_skew`` (0.0): seconds the provider's clock is ahead of ours, in the ``created_at``
+      it stamps on each job.
     - ``upload_routes`` (``{"binary", "ticket"}``): WaveSpeed upload routes that exist.
     - ``chaos`` (None): ``route -> Fault | None``, asked for a fault when none is queued for the
       request (a seeded random one makes faults arrive at a rate instead of in a queue).
@@ -90,6 +93,7 @@ class Emulator:
         self.balance = 100.0
         self.render_scale = 1.0
         self.fps = 16
+        self.clock_skew = 0.0
         self.upload_routes: set[str] = {"binary", "ticket"}
         self.chaos: Callable[[str], Fault | None] | None = None
         self.watchers: list[Callable[[RecordedCall], None]] = []
@@ -200,6 +204,7 @@ class Emulator:
             webhook=webhook,
             base=base,
         )
+        job.created_at += timedelta(seconds=self.clock_skew)
         if self._failures:
             job.failure = self._failures.popleft()
         if self.duration_sampler is not None:
