@@ -17,8 +17,9 @@ duration, provider load), so no guarantee here rests on it:
   it stay within ``LATE_MEDIAN`` (median) and ``LATE_P90`` (90th percentile) if jobs end as
   learned, which a 1 s poller's 0.5 s and 0.9 s (+0.5 s) bound from above.
 
-What is learned, per model and per the arguments that change the time (``TIME_PARAMS``; per
-model alone until a combination has history of its own):
+Times count from a job's ``submitted_at``: when the provider took it, by its ``created_at``
+(``server.jobs.clock``). What is learned, per model and per the arguments that change the time
+(``TIME_PARAMS``; per model alone until a combination has history of its own):
 
 1. The end of each job, bracketed by the last poll that saw it running and the first that saw it
    done, narrowed by WaveSpeed's ``timings.inference`` when that falls inside the bracket.
