@@ -69,6 +69,7 @@ from server.jobs.schedule import TIME_PARAMS, PollPlanner
 from server.jobs.store import Job, SqliteStore
 from server.sandbox import EmuJob, Emulator
 from server.sandbox.emulator import LogNormalDurations
+from server.sandbox.faults import Fault
 from server.settings import DEFAULT_POLL, PollPolicy, Settings
 
 KEY = "bench-key-0123456789"
@@ -292,13 +293,14 @@ class RealArm:
     fixed: bool
     replicas: int
     at_once: int  # replicas run in waves of this many: 8 s jobs ending together load the process
+    submit_seconds: float = 0.0  # how long each submit's answer takes to come back
 
     @property
     def burst(self) -> int:
         return 12 if self.cond.state == "cold" else 10
 
 
-def real_arms() -> list[RealArm]:
+def real_arms(submit_seconds: float = 0.0) -> list[RealArm]:
     ultra, full = SPECS["wan22_i2v_480p_ultra_fast"], SPECS["wan22_i2v"]
     cells = [
         (Condition("cold", 8.0, 0.3, 8.0 / ultra.typical_seconds), ultra.slug, 5, 5),
@@ -306,7 +308,7 @@ def real_arms() -> list[RealArm]:
         (Condition("warm", 60.0, 0.3, 60.0 / full.typical_seconds), full.slug, 24, 24),
     ]
     return [
-        RealArm(cond, slug, fixed, replicas, at_once)
+        RealArm(cond, slug, fixed, replicas, at_once, submit_seconds)
         for cond, slug, replicas, at_once in cells
         for fixed in (True, False)
     ]
@@ -370,6 +372,10 @@ async def run_replica(arm: RealArm, seed: int, replica: int, home: Path) -> dict
     )
     emulator.render_scale = 0.05  # tiny videos: their making and checking is not what is measured
     emulator.fps = 1
+    if arm.submit_seconds > 0:
+        # Each job is made at once; the submit's answer trickles back over this long.
+        slow = Fault.slow(arm.submit_seconds, chunks=2)
+        emulator.chaos = lambda route: slow if route in ("ws.submit", "vx.submit") else None
     history: list[Job] = []
     if cond.state == "warm":
         rng = random.Random(f"{seed}:history:{replica}")
@@ -441,9 +447,9 @@ async def run_real(arm: RealArm, seed: int, home: Path) -> dict[str, Any]:
     return pooled
 
 
-def run_child(index: int, seed: int) -> None:
+def run_child(index: int, seed: int, submit_seconds: float) -> None:
     logging.disable(logging.INFO)  # a log line per request would cost more than the polls measured
-    arm = real_arms()[index]
+    arm = real_arms(submit_seconds)[index]
     with tempfile.TemporaryDirectory() as tmp:
         figures = anyio.run(run_real, arm, seed, Path(tmp))
     print(json.dumps(figures))  # stdout-ok: the parent reads it
@@ -486,9 +492,9 @@ def report_sweep(seed: int, replicas: int, cells: Sequence[Condition]) -> int:
     return missed
 
 
-def report_real(seed: int) -> int:
-    arms = real_arms()
-    command = [sys.executable, __file__, "--seed", str(seed)]
+def report_real(seed: int, submit_seconds: float = 0.0) -> int:
+    arms = real_arms(submit_seconds)
+    command = [sys.executable, __file__, "--seed", str(seed), "--submit-seconds", str(submit_seconds)]
     started = time.monotonic()
     children = [
         subprocess.Popen([*command, "--arm", str(i)], stdout=subprocess.PIPE, text=True)
@@ -505,6 +511,7 @@ def report_real(seed: int) -> int:
             f"{arm.cond.state} {arm.cond.median:.0f} s: {arm.replicas} x {arm.burst}, {arm.at_once} at once"
             for arm in arms[::2]
         )
+        + (f"; each submit answered {submit_seconds:g} s after the job was made" if submit_seconds else "")
         + f"; {time.monotonic() - started:.0f} s; "
         f"CPU of all arms {sum(f['cpu'] for f in figures):.0f} s"
     )
@@ -631,10 +638,16 @@ def main() -> None:
         action="store_true",
         help="only how often a real arm of its size misses its cell by the draw alone (virtual clock)",
     )
+    parser.add_argument(
+        "--submit-seconds",
+        type=float,
+        default=0.0,
+        help="real rows: every submit's answer takes this long after the job is made (a slow API)",
+    )
     parser.add_argument("--arm", type=int, help=argparse.SUPPRESS)  # run one real arm, print its figures
     args = parser.parse_args()
     if args.arm is not None:
-        run_child(args.arm, args.seed)
+        run_child(args.arm, args.seed, args.submit_seconds)
         return
     print(
         f"{date.today().isoformat()}, {os.cpu_count()} cores; bench/polling.py --seed {args.seed} "
@@ -648,7 +661,7 @@ def main() -> None:
         missed = report_sweep(args.seed, args.replicas, args.cells or conditions())
         print(f"sweep: {time.monotonic() - started:.0f} s, {missed} condition(s) not met")
     if not args.no_real:
-        missed_real = report_real(args.seed)
+        missed_real = report_real(args.seed, args.submit_seconds)
         print(f"real rows: {missed_real} not met")
 
 
