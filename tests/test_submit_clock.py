@@ -75,7 +75,9 @@ async def test_a_job_whose_submit_answer_was_slow_counts_from_when_the_provider_
         assert row.submitted_at is not None
         assert row.provider_job_id is not None
         made = emulator.jobs[row.provider_job_id].created_at.timestamp() - SKEW  # on our clock
-        assert abs(row.submitted_at - made) < 0.1, (prompt, row.submitted_at - made)
+        # Right to within half the quick submit's round trip (in-process: milliseconds; a loaded box
+        # may take a tenth or two); counting from the slow answer would be 0.8 s off.
+        assert abs(row.submitted_at - made) < 0.25, (prompt, row.submitted_at - made)
     # The slow submit's answer came 0.8 s after the job was made; the journal says when it was made.
     slow = rows["slow"].submitted_at
     assert slow is not None
